@@ -1,0 +1,39 @@
+# backprop-lab: every target builds .venv first, so a fresh clone needs only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(VENV)
+
+install: $(VENV)  ## create .venv and install the project with its dev tools
+
+test: $(VENV)  ## run the whole test suite
+	$(PY) -m pytest
+
+test-fast: $(VENV)  ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
+	$(PY) benchmarks/bench_epoch.py
+
+clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info

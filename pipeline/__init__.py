@@ -1,0 +1,1 @@
+"""backprop-lab: Hydra sweeps of a NumPy backprop network, tracked in MLflow."""

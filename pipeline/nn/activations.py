@@ -1,0 +1,105 @@
+"""Activation functions g(Z) and their derivatives, in name -> function tables.
+
+Every function works in place on the array it is given, as scikit-learn's
+``neural_network/_base.py`` does: the forward functions turn the buffer of Z into
+A = g(Z), and the derivatives turn the buffer of dA into dZ = dA * g'(Z). Each
+g'(Z) is written in terms of the stored activation A, so the forward pass never
+has to keep Z as well as A.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import expit
+
+LEAKY_RELU_SLOPE = 0.01
+
+
+def relu(Z: np.ndarray) -> np.ndarray:
+    """A = max(0, Z)."""
+    return np.maximum(Z, 0, out=Z)
+
+
+def leaky_relu(Z: np.ndarray) -> np.ndarray:
+    """A = max(Z, 0.01 Z), which is Z if Z > 0 else 0.01 Z."""
+    return np.maximum(Z, LEAKY_RELU_SLOPE * Z, out=Z)
+
+
+def tanh(Z: np.ndarray) -> np.ndarray:
+    """A = tanh(Z)."""
+    return np.tanh(Z, out=Z)
+
+
+def sigmoid(Z: np.ndarray) -> np.ndarray:
+    """A = 1 / (1 + exp(-Z)), without overflow for any Z (scipy's expit)."""
+    return expit(Z, out=Z)
+
+
+def softmax(Z: np.ndarray) -> np.ndarray:
+    """A[k] = exp(Z[k]) / sum_j exp(Z[j]) over the classes (axis 0) of each example.
+
+    The column maximum is subtracted first, so exp never overflows.
+    """
+    Z -= Z.max(axis=0, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=0, keepdims=True)
+    return Z
+
+
+def relu_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """dZ = dA * 1{Z > 0}, and Z > 0 exactly where A > 0."""
+    # A multiplication by the mask is ~4x faster than masked assignment dA[A <= 0] = 0.
+    return np.multiply(dA, A > 0, out=dA)
+
+
+def leaky_relu_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """dZ = dA * (1 if Z > 0 else 0.01), and Z > 0 exactly where A > 0."""
+    slope = (A > 0).astype(dA.dtype)
+    slope *= 1 - LEAKY_RELU_SLOPE
+    slope += LEAKY_RELU_SLOPE
+    dA *= slope
+    return dA
+
+
+def tanh_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """dZ = dA * (1 - A^2), since tanh'(Z) = 1 - tanh(Z)^2."""
+    dA *= 1 - A * A
+    return dA
+
+
+def sigmoid_backward(dA: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """dZ = dA * A (1 - A), since sigma'(Z) = sigma(Z) (1 - sigma(Z))."""
+    dA *= A * (1 - A)
+    return dA
+
+
+Activation = Callable[[np.ndarray], np.ndarray]
+Derivative = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+HIDDEN_ACTIVATIONS: dict[str, Activation] = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+}
+
+DERIVATIVES: dict[str, Derivative] = {
+    "relu": relu_backward,
+    "leaky_relu": leaky_relu_backward,
+    "tanh": tanh_backward,
+    "sigmoid": sigmoid_backward,
+}
+
+OUTPUT_ACTIVATIONS: dict[str, Activation] = {"sigmoid": sigmoid, "softmax": softmax}
+
+
+def output_activation(n_units: int) -> str:
+    """One sigmoid unit for two classes, softmax over the units for more."""
+    return "sigmoid" if n_units == 1 else "softmax"
+
+
+def check_activation(hidden_activation: str) -> None:
+    """Raise ValueError unless ``hidden_activation`` names a known activation."""
+    if hidden_activation not in HIDDEN_ACTIVATIONS:
+        known = ", ".join(HIDDEN_ACTIVATIONS)
+        raise ValueError(f"hidden_activation must be one of {known}; got {hidden_activation!r}")
