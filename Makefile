@@ -5,7 +5,12 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench clean
+SWEEP  ?= default
+ARGS   ?=
+PORT   ?= 5000
+export PORT
+
+.PHONY: help install sweep ui test test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,6 +22,12 @@ $(VENV): pyproject.toml
 	@touch $(VENV)
 
 install: $(VENV)  ## create .venv and install the project with its dev tools
+
+sweep: $(VENV)  ## run a sweep (SWEEP=default, extra overrides in ARGS="...")
+	$(PY) -m pipeline.train -m sweep=$(SWEEP) $(ARGS)
+
+ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
+	$(PY) -m pipeline.ui --port $(PORT)
 
 test: $(VENV)  ## run the whole test suite
 	$(PY) -m pytest

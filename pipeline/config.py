@@ -1,0 +1,116 @@
+"""The structured-config schema (registered in Hydra's ConfigStore) and the checks on its values.
+
+Hydra types every key from these dataclasses when it composes ``conf/``; ``validate``
+then checks the ranges, before any data is loaded or any MLflow run is created.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from pipeline.data import DATASETS, SYNTHETIC, n_classes_of
+from pipeline.nn.activations import HIDDEN_ACTIVATIONS
+from pipeline.nn.initialization import INIT_SCALES
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "moons"
+    n_samples: int = 1000  # synthetic sets only
+    noise: float = 0.2  # synthetic sets only
+    n_features: int = 2  # blobs and classification only
+    n_classes: int = 2  # blobs and classification only
+    test_size: float = 0.25
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 2  # hidden layers; 0 is logistic regression
+    width: int = 16  # units per hidden layer
+    activation: str = "relu"
+    init: str = "he"
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 0.1
+    iterations: int = 2000
+    log_every: int = 20
+    dtype: str = "float64"
+    blas_threads: int = 1
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    experiment: str = "${dataset.name}"
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    sweep_name: str = "sweep"
+
+
+def register() -> None:
+    """Put the schema in Hydra's ConfigStore as ``config_schema``, for conf/config.yaml."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message names the key and the value."""
+
+    def __init__(self, key: str, value: Any, rule: str) -> None:
+        super().__init__(f"{key}={value!r} is invalid: {rule}")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, rule)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value out of range."""
+    d, m, t = cfg.dataset, cfg.model, cfg.train
+    _check(d.name in DATASETS, "dataset.name", d.name, f"known data sets: {', '.join(DATASETS)}")
+    _check(m.depth >= 0, "model.depth", m.depth, "must be >= 0")
+    _check(m.width >= 1, "model.width", m.width, "must be >= 1")
+    _check(
+        m.activation in HIDDEN_ACTIVATIONS,
+        "model.activation",
+        m.activation,
+        f"one of {', '.join(HIDDEN_ACTIVATIONS)}",
+    )
+    _check(m.init in INIT_SCALES, "model.init", m.init, f"one of {', '.join(INIT_SCALES)}")
+    _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+    _check(t.iterations >= 1, "train.iterations", t.iterations, "must be >= 1")
+    _check(
+        1 <= t.log_every <= t.iterations,
+        "train.log_every",
+        t.log_every,
+        f"must be between 1 and train.iterations={t.iterations}",
+    )
+    _check(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
+    _check(t.blas_threads >= 1, "train.blas_threads", t.blas_threads, "must be >= 1")
+    _check(0 < d.test_size < 1, "dataset.test_size", d.test_size, "must be between 0 and 1")
+    _check(d.noise >= 0, "dataset.noise", d.noise, "must be >= 0")
+    _check(d.n_features >= 2, "dataset.n_features", d.n_features, "must be >= 2")
+    _check(d.n_classes >= 2, "dataset.n_classes", d.n_classes, "must be >= 2")
+    if d.name in SYNTHETIC:  # the bundled sets have a fixed size, large enough
+        k = n_classes_of(d)
+        n_test = math.ceil(d.test_size * d.n_samples)
+        _check(
+            min(n_test, d.n_samples - n_test) >= k,
+            "dataset.n_samples",
+            d.n_samples,
+            f"too few for {k} classes in both parts of a test_size={d.test_size} split",
+        )

@@ -1,0 +1,101 @@
+"""One job: a composed config in, one MLflow run out.
+
+config -> validate -> data -> train -> params, curves, metrics, artifacts. Used by the
+Hydra entry point (``pipeline.train``) and, with a recorded config, by reproduction.
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+
+from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
+
+from pipeline import data as datasets
+from pipeline import plots, tracking
+from pipeline.config import validate
+from pipeline.training import Result, layer_dims, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    experiment_id: str
+    status: str
+    result: Result
+
+
+def run_name(cfg: DictConfig) -> str:
+    """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1."""
+    return f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:g}"
+
+
+def run_job(
+    cfg: DictConfig,
+    *,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+    experiment_id: str | None = None,
+) -> Outcome:
+    """Validate ``cfg`` (raises ConfigError before anything is created), train, and track."""
+    validate(cfg)
+    data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
+    dims = layer_dims(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)
+
+    client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
+    experiment = experiment_id or tracking.experiment_id(client, cfg.tracking.experiment)
+    run_id = tracking.start_run(client, experiment, run_name(cfg), tags or {}, parent_run_id)
+    with tracking.run_status(client, run_id) as outcome:
+        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+        params |= {
+            "layer_dims": dims,
+            "n_parameters": sum(n * (n_prev + 1) for n_prev, n in pairwise(dims)),
+            "n_train": data.X_train.shape[1],
+            "n_test": data.X_test.shape[1],
+        }
+        tracking.log_params(client, run_id, params)
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
+
+        with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
+            result = train(
+                data,
+                dims,
+                activation=cfg.model.activation,
+                init=cfg.model.init,
+                learning_rate=cfg.train.learning_rate,
+                iterations=cfg.train.iterations,
+                log_every=cfg.train.log_every,
+                seed=cfg.seed,
+            )
+        record(client, run_id, cfg, data, result)
+        if result.diverged_at is not None:
+            outcome["status"] = "FAILED"
+    return Outcome(run_id, experiment, outcome["status"], result)
+
+
+def record(client, run_id: str, cfg: DictConfig, data, result: Result) -> None:
+    """Curves, final metrics and artifacts of a finished (or diverged) training."""
+    final = {"train_seconds": result.seconds}
+    if result.diverged_at is None:
+        final |= {"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
+    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
+    tracking.log_curves(client, run_id, result.steps, curves, final)
+    if result.diverged_at is not None:
+        reason = f"diverged: cost not finite at iteration {result.diverged_at}"
+        tracking.log_tags(client, run_id, {"failure_reason": reason})
+        log.warning("%s: %s", run_name(cfg), reason)
+        return
+    title = f"{cfg.dataset.name} {run_name(cfg)}"
+    figure = plots.cost_curves(result.steps, result.train_cost, result.test_cost, title)
+    client.log_figure(run_id, figure, "cost_curve.png")
+    if data.n_x == 2:
+        labels = data.Y_train.argmax(axis=0) if data.n_y > 1 else data.Y_train[0]
+        figure = plots.decision_boundary(
+            data.X_train, labels, result.parameters, cfg.model.activation, title
+        )
+        client.log_figure(run_id, figure, "decision_boundary.png")
+    tracking.log_arrays(client, run_id, "parameters.npz", result.parameters)

@@ -1,0 +1,86 @@
+"""Reading runs back from MLflow into pandas: a sweep's table, its summary and its plots."""
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from pipeline import plots
+
+COLUMNS = {
+    "params.model.depth": "depth",
+    "params.model.width": "width",
+    "params.train.learning_rate": "learning_rate",
+    "metrics.train_cost": "train_cost",
+    "metrics.test_cost": "test_cost",
+    "metrics.train_accuracy": "train_accuracy",
+    "metrics.test_accuracy": "test_accuracy",
+    "metrics.train_seconds": "seconds",
+}
+
+
+def child_runs(client: MlflowClient, parent_run_id: str) -> list:
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
+    return client.search_runs([experiment], query, max_results=10_000)
+
+
+def runs_table(runs: list) -> pd.DataFrame:
+    """One row per run, best first (test accuracy, then test cost); metrics are final values."""
+    rows = []
+    for run in runs:
+        row = {"run": run.data.tags.get(MLFLOW_RUN_NAME, ""), "status": run.info.status}
+        row |= {f"params.{k}": v for k, v in run.data.params.items()}
+        row |= {f"metrics.{k}": v for k, v in run.data.metrics.items()}
+        row["run_id"] = run.info.run_id
+        rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=["run", "status", *COLUMNS, "run_id"])
+    table = table.rename(columns=COLUMNS)
+    for column in ("depth", "width", "learning_rate"):
+        table[column] = pd.to_numeric(table[column])
+    best_first = table.sort_values(
+        ["test_accuracy", "test_cost"], ascending=[False, True], na_position="last"
+    )
+    return best_first.reset_index(drop=True)
+
+
+def sweep_table(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
+    return runs_table(child_runs(client, parent_run_id))
+
+
+def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
+    finished = table[table.status == "FINISHED"]
+    metrics = {
+        "jobs_finished": len(finished),
+        "jobs_failed": int((table.status != "FINISHED").sum()),
+    }
+    if len(finished):
+        metrics["best_test_accuracy"] = float(finished.test_accuracy.max())
+    return metrics
+
+
+def record_sweep(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
+    """The comparison table, the best child and all cost curves, on the parent run."""
+    client.log_text(parent_run_id, table.to_csv(index=False), "comparison.csv")
+    finished = table[table.status == "FINISHED"]
+    if len(finished):
+        best = finished.iloc[0]
+        client.set_tag(parent_run_id, "best_run_id", best.run_id)
+        client.set_tag(parent_run_id, "best_run", best.run)
+    curves = {}
+    for row in table.itertuples():
+        history = client.get_metric_history(row.run_id, "train_cost")
+        curves[row.run] = ([m.step for m in history], [m.value for m in history])
+    figure = plots.overlaid_curves(curves, "train cost of every job")
+    client.log_figure(parent_run_id, figure, "cost_curves.png")
+
+
+def summary(table: pd.DataFrame, seconds: float, top: int = 5) -> str:
+    counts = sweep_metrics(table)
+    head = f"sweep done in {seconds:.1f}s: {counts['jobs_finished']} finished, "
+    head += f"{counts['jobs_failed']} failed"
+    if table.empty:
+        return head
+    shown = table.head(top)[
+        ["run", "status", "train_cost", "test_cost", "test_accuracy", "seconds"]
+    ]
+    return f"{head}\nbest runs:\n{shown.to_string(index=False, float_format='%.4f')}"

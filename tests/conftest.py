@@ -1,0 +1,24 @@
+"""Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+
+from pipeline import config
+from tests.helpers import CONF
+
+config.register()
+
+
+@pytest.fixture
+def compose_config():
+    """compose(overrides) -> the composed config, as Hydra builds it for a job."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite store in a temporary folder: its URI and a client on it."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    return uri, lambda: MlflowClient(tracking_uri=uri)

@@ -1,0 +1,142 @@
+"""The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from tests.helpers import all_runs, run_cli
+
+pytestmark = pytest.mark.slow
+QUICK = ["train.iterations=40", "train.log_every=4"]
+
+
+def test_single_job_from_the_command_line(store, tmp_path):
+    uri, client = store
+    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = all_runs(client())
+    assert run.info.status == "FINISHED"
+    assert f"FINISHED run {run.info.run_id}" in done.stdout
+    assert f"#/experiments/{run.info.experiment_id}/runs" in done.stdout
+    assert run.data.tags["hydra.overrides"] == f"tracking.uri={uri} " + " ".join(QUICK)
+    assert len(client().get_metric_history(run.info.run_id, "train_cost")) == 11
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.depth=-1", "error: model.depth=-1 is invalid: must be >= 0"),
+        ("train.learning_rate=0", "error: train.learning_rate=0.0 is invalid: must be > 0"),
+        ("dataset.test_size=1.5", "error: dataset.test_size=1.5 is invalid"),
+        ("train.log_every=100", "error: train.log_every=100 is invalid"),
+        ("dataset.n_samples=4", "error: dataset.n_samples=4 is invalid"),
+        ("model.activation=swish", "error: model.activation='swish' is invalid"),
+    ],
+)
+def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, message):
+    uri, _ = store
+    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == message or done.stderr.strip().startswith(message)
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ("model.width=4,0", "error: model.width=0 is invalid: must be >= 1"),
+        ("model.depth=1,deep", "error: model.depth='deep' is invalid: Value 'deep' of type"),
+    ],
+)
+def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
+    uri, _ = store
+    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, sweep, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(message)
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists()
+
+
+def sweep(uri, tmp_path, *overrides):
+    done = run_cli(
+        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", *QUICK, *overrides,
+        "hydra.launcher.n_jobs=2", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def children_and_parent(client):
+    runs = all_runs(client)
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    return parents, children
+
+
+def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
+    uri, client = store
+    done = sweep(uri, tmp_path, "model.depth=1,2", "model.width=4,8", "train.learning_rate=0.5")
+    (parent,), children = children_and_parent(client())
+    assert len(children) == 4
+    assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"} and parent.info.status == "FINISHED"
+    assert {c.info.run_name for c in children} == {
+        "d1-w4-lr0.5", "d1-w8-lr0.5", "d2-w4-lr0.5", "d2-w8-lr0.5",
+    }  # fmt: skip
+    assert {c.data.tags["job_number"] for c in children} == {"0", "1", "2", "3"}
+    assert parent.info.run_name.startswith("default-")
+    assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
+    best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
+    assert parent.data.metrics["best_test_accuracy"] == best.data.metrics["test_accuracy"]
+    artifacts = {a.path for a in client().list_artifacts(parent.info.run_id)}
+    assert artifacts == {"comparison.csv", "cost_curves.png"}
+    assert done.stdout.count("[job ") == 4 and "/4]" in done.stdout
+    assert "4 finished, 0 failed" in done.stdout and "best runs:" in done.stdout
+    assert f"#/experiments/{parent.info.experiment_id}/runs" in done.stdout
+
+
+def test_diverging_job_fails_while_its_sibling_finishes(store, tmp_path):
+    uri, client = store
+    sweep(uri, tmp_path, "model.depth=3", "model.width=64", "train.learning_rate=0.1,10")
+    (parent,), children = children_and_parent(client())
+    status = {c.info.run_name: c.info.status for c in children}
+    assert status == {"d3-w64-lr0.1": "FINISHED", "d3-w64-lr10": "FAILED"}
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.tags["failure_reason"].startswith("diverged")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
+
+
+def test_ctrl_c_leaves_no_run_running(store, tmp_path):
+    uri, client = store
+    command = [
+        sys.executable, "-m", "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}",
+        "train.iterations=10000000", "train.log_every=100000", "model.depth=1,2",
+        "model.width=4", "train.learning_rate=0.1", "hydra.launcher.n_jobs=2",
+    ]  # fmt: skip
+    # A terminal's Ctrl-C: SIGINT to the whole process group, workers included.
+    process = subprocess.Popen(
+        command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    first_line = process.stdout.readline()  # printed once the sweep has created the store
+    assert b"parent run" in first_line, first_line
+    deadline = time.monotonic() + 120
+    while len(running(client())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(running(client())) == 3, "the parent and both jobs should be running"
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    parents, children = children_and_parent(client())
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert {c.info.status for c in children} == {"KILLED"}
+
+
+def running(client):
+    return [r for r in all_runs(client) if r.info.status == "RUNNING"]

@@ -1,0 +1,31 @@
+"""The training loop: curves at the right steps, divergence stops at once, bit-for-bit repeats."""
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from pipeline import data
+from pipeline.config import DatasetConfig
+from pipeline.training import layer_dims, train
+
+MOONS = data.load(OmegaConf.structured(DatasetConfig(n_samples=400)), seed=0)
+
+
+def test_curves_are_logged_every_log_every_and_at_the_end():
+    result = train(MOONS, layer_dims(2, 2, 8, 1), learning_rate=0.5, iterations=95, log_every=10)
+    assert result.steps == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+    assert len(result.train_cost) == len(result.test_cost) == 11
+    assert result.train_cost[-1] < result.train_cost[0]
+    assert 0.5 < result.test_accuracy <= 1 and result.diverged_at is None
+
+
+def test_divergence_stops_at_the_first_non_finite_cost():
+    result = train(MOONS, layer_dims(2, 3, 64, 1), learning_rate=10.0, iterations=500, log_every=1)
+    assert result.diverged_at is not None and result.diverged_at < 50
+    assert result.steps == list(range(result.diverged_at))
+    assert np.isnan(result.test_accuracy)
+
+
+def test_same_inputs_same_curve_bit_for_bit():
+    a = train(MOONS, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
+    b = train(MOONS, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
+    assert a.train_cost == b.train_cost and a.test_cost == b.test_cost
