@@ -9,8 +9,11 @@ SWEEP  ?= default
 ARGS   ?=
 PORT   ?= 5000
 export PORT
+# MLflow 3 sends usage telemetry unless told not to: never from this project.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
 
-.PHONY: help install sweep ui test test-fast lint format bench clean
+.PHONY: help install sweep ui reproduce report test test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +32,13 @@ sweep: $(VENV)  ## run a sweep (SWEEP=default, extra overrides in ARGS="...")
 ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
 	$(PY) -m pipeline.ui --port $(PORT)
 
+reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run id or config.yaml>
+	@test -n "$(RUN)" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
+	$(PY) -m pipeline.reproduce $(RUN) $(ARGS)
+
+report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent run id>")
+	$(PY) -m pipeline.report $(ARGS)
+
 test: $(VENV)  ## run the whole test suite
 	$(PY) -m pytest
 
@@ -45,6 +55,7 @@ format: $(VENV)  ## apply ruff's fixes and formatting
 
 bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_epoch.py
+	$(PY) benchmarks/bench_sweep.py
 
 clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info

@@ -1,1 +1,8 @@
 """backprop-lab: Hydra sweeps of a NumPy backprop network, tracked in MLflow."""
+
+import os
+
+# MLflow 3 sends usage telemetry to a remote service unless told not to; this project
+# reaches no network address of its own accord. Set before anything imports mlflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -7,8 +7,10 @@ Hydra entry point (``pipeline.train``) and, with a recorded config, by reproduct
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
@@ -57,7 +59,6 @@ def run_job(
             "n_test": data.X_test.shape[1],
         }
         tracking.log_params(client, run_id, params)
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
 
         with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
@@ -78,24 +79,27 @@ def run_job(
 
 
 def record(client, run_id: str, cfg: DictConfig, data, result: Result) -> None:
-    """Curves, final metrics and artifacts of a finished (or diverged) training."""
+    """Curves, final metrics and artifacts of a finished or diverged training, batched."""
+    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
     final = {"train_seconds": result.seconds}
+    tags = {}
+    title = f"{cfg.dataset.name} {run_name(cfg)}"
+    cost_figure = plots.cost_curves(result.steps, result.train_cost, result.test_cost, title)
+    files = {
+        "config.yaml": lambda path: path.write_text(OmegaConf.to_yaml(cfg, resolve=True)),
+        "cost_curve.png": partial(plots.save_png, cost_figure),
+    }
     if result.diverged_at is None:
         final |= {"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
-    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
-    tracking.log_curves(client, run_id, result.steps, curves, final)
-    if result.diverged_at is not None:
-        reason = f"diverged: cost not finite at iteration {result.diverged_at}"
-        tracking.log_tags(client, run_id, {"failure_reason": reason})
-        log.warning("%s: %s", run_name(cfg), reason)
-        return
-    title = f"{cfg.dataset.name} {run_name(cfg)}"
-    figure = plots.cost_curves(result.steps, result.train_cost, result.test_cost, title)
-    client.log_figure(run_id, figure, "cost_curve.png")
-    if data.n_x == 2:
-        labels = data.Y_train.argmax(axis=0) if data.n_y > 1 else data.Y_train[0]
-        figure = plots.decision_boundary(
-            data.X_train, labels, result.parameters, cfg.model.activation, title
-        )
-        client.log_figure(run_id, figure, "decision_boundary.png")
-    tracking.log_arrays(client, run_id, "parameters.npz", result.parameters)
+        files["parameters.npz"] = lambda path: np.savez(path, **result.parameters)
+        if data.n_x == 2:
+            labels = data.Y_train.argmax(axis=0) if data.n_y > 1 else data.Y_train[0]
+            boundary = plots.decision_boundary(
+                data.X_train, labels, result.parameters, cfg.model.activation, title
+            )
+            files["decision_boundary.png"] = partial(plots.save_png, boundary)
+    else:
+        tags["failure_reason"] = f"diverged: cost not finite at iteration {result.diverged_at}"
+        log.warning("%s: %s", run_name(cfg), tags["failure_reason"])
+    tracking.log_results(client, run_id, result.steps, curves, final, tags)
+    tracking.log_files(client, run_id, files)

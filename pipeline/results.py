@@ -4,7 +4,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pipeline import plots
+from pipeline import plots, tracking
 
 COLUMNS = {
     "params.model.depth": "depth",
@@ -16,6 +16,17 @@ COLUMNS = {
     "metrics.test_accuracy": "test_accuracy",
     "metrics.train_seconds": "seconds",
 }
+
+
+def latest_sweep(client: MlflowClient):
+    """The newest parent run (a sweep) in the store, or else the newest run, or None."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=200)
+    sweeps = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
+    singles = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    return (sweeps or singles or [None])[0]
 
 
 def child_runs(client: MlflowClient, parent_run_id: str) -> list:

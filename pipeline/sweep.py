@@ -98,7 +98,7 @@ class MlflowSweepCallback(Callback):
         experiment = tracking.experiment_id(client, config.tracking.experiment)
         name = f"{config.sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         overrides = " ".join(config.hydra.overrides.task) or "(none)"
-        run_id = tracking.start_run(client, experiment, name, {"sweep_overrides": overrides})
+        run_id = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: overrides})
         sweep_params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.params or {}).items()}
         tracking.log_params(client, run_id, sweep_params | {"sweep.overrides": overrides})
         self.parent = Parent(run_id, experiment, uri, len(jobs) if jobs else None)
@@ -123,7 +123,7 @@ class MlflowSweepCallback(Callback):
         tracking.end_running_children(client, parent.run_id, "KILLED")
         table = results.sweep_table(client, parent.run_id)
         results.record_sweep(client, parent.run_id, table)
-        tracking.log_curves(client, parent.run_id, [], {}, results.sweep_metrics(table))
+        tracking.log_results(client, parent.run_id, final=results.sweep_metrics(table))
         client.set_terminated(parent.run_id, status)
         seconds = time.perf_counter() - self.started
         print(results.summary(table, seconds), flush=True)

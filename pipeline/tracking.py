@@ -9,7 +9,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 DEFAULT_STORE = Path("mlruns")
+SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
 SQLITE = "sqlite:///"
 
 
@@ -30,8 +31,9 @@ def tracking_uri(configured: str | None = None) -> str:
     return uri or SQLITE + str((DEFAULT_STORE / "mlflow.db").resolve())
 
 
+@functools.cache
 def connect(uri: str) -> MlflowClient:
-    """A client on ``uri``; a new SQLite store gets its folder and schema here, once."""
+    """A client on ``uri``, one per process; a new SQLite store gets its folder and schema here."""
     if uri.startswith(SQLITE):
         Path(uri.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
@@ -104,26 +106,25 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
 
-def log_curves(
+def log_results(
     client: MlflowClient,
     run_id: str,
-    steps: Sequence[int],
-    curves: Mapping[str, Sequence[float]],
+    steps: Sequence[int] = (),
+    curves: Mapping[str, Sequence[float]] | None = None,
     final: Mapping[str, float] | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> None:
-    """Every point of every curve, and the final metrics, in as few calls as MLflow allows."""
+    """Every point of every curve (step = iteration), the final metrics and tags, batched:
+    MLflow splits the batch only at its limit of 1,000 metrics a call."""
     now = int(time.time() * 1000)
     metrics = [
         Metric(key, float(value), now, step)
-        for key, values in curves.items()
+        for key, values in (curves or {}).items()
         for step, value in zip(steps, values, strict=True)
     ]
     metrics += [Metric(key, float(value), now, 0) for key, value in (final or {}).items()]
-    client.log_batch(run_id, metrics=metrics)
-
-
-def log_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    client.log_batch(run_id, metrics=metrics, tags=run_tags)
 
 
 def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: np.ndarray):
@@ -137,12 +138,14 @@ def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: 
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
 
-def log_arrays(client: MlflowClient, run_id: str, filename: str, arrays: Mapping) -> None:
-    """``arrays`` as one .npz artifact (readable with allow_pickle=False)."""
+def log_files(
+    client: MlflowClient, run_id: str, writers: Mapping[str, Callable[[Path], None]]
+) -> None:
+    """Each artifact written by its writer into one folder, uploaded in one call."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / filename
-        np.savez(path, **arrays)
-        client.log_artifact(run_id, str(path))
+        for name, write in writers.items():
+            write(Path(folder) / name)
+        client.log_artifacts(run_id, folder)
 
 
 def end_running_children(client: MlflowClient, parent_run_id: str, status: str) -> int:

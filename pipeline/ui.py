@@ -7,22 +7,9 @@ import argparse
 import os
 import sys
 
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
 from pipeline import tracking
+from pipeline.results import latest_sweep
 from pipeline.sweep import UI_ADDRESS
-
-
-def latest_sweep(uri: str):
-    """The newest parent run (a sweep) in the store, or the newest run, or None."""
-    client = tracking.connect(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return None
-    runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=200)
-    sweeps = [r for r in runs if "sweep_overrides" in r.data.tags]
-    singles = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    return (sweeps or singles or [None])[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,14 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     if not uri.startswith(tracking.SQLITE):
         sys.exit(f"error: MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
     address = UI_ADDRESS.format(port=args.port).replace("127.0.0.1", args.host)
-    run = latest_sweep(uri)
+    run = latest_sweep(tracking.connect(uri))
     if run is None:
         print(f"the store {uri} has no runs yet: run `make sweep` first")
     else:
         table = tracking.runs_table_url(address, run.info.experiment_id)
         print(f"latest: {run.info.run_name}. Its runs table: {table}", flush=True)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host]
-    command += ["--port", str(args.port)]
+    command += ["--port", str(args.port), "--workers", "1"]  # one local user
     os.execvp(sys.executable, [sys.executable, "-m", *command])
 
 

@@ -124,18 +124,32 @@ def test_ctrl_c_leaves_no_run_running(store, tmp_path):
         command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    first_line = process.stdout.readline()  # printed once the sweep has created the store
-    assert b"parent run" in first_line, first_line
-    deadline = time.monotonic() + 120
-    while len(running(client())) < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(running(client())) == 3, "the parent and both jobs should be running"
-    os.killpg(process.pid, signal.SIGINT)
-    process.communicate(timeout=120)
-    assert process.returncode != 0
+    try:
+        first_line = process.stdout.readline()  # printed once the sweep has created the store
+        assert b"parent run" in first_line, first_line
+        deadline = time.monotonic() + 120
+        while len(running(client())) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(running(client())) == 3, "the parent and both jobs should be running"
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=120)
+        assert process.returncode != 0
+        time.sleep(2)
+        assert not group_alive(process.pid), "a worker outlived the sweep"
+    finally:
+        if group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
     parents, children = children_and_parent(client())
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} == {"KILLED"}
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def running(client):

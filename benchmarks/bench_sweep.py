@@ -1,0 +1,169 @@
+"""A job's overhead outside the training math, and the parallel sweep's speed-up.
+
+Printed, each measured side by side in this one run:
+  - per-job overhead in a warm worker (imports done): the median time a job spends
+    outside the training loop, broken down by component and, from a real serial sweep,
+    as a whole (Hydra's per-job work included), against the job's training time
+    (target <= 0.15 s);
+  - the default 27-job ``make sweep`` with the joblib launcher (one worker per core)
+    against the same sweep with one worker (target speed-up >= 1.7 on 2 cores).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from pipeline import config, plots, tracking
+from pipeline import data as datasets
+from pipeline.job import run_job
+from pipeline.training import layer_dims, train
+
+ROOT = Path(__file__).resolve().parents[1]
+config.register()
+
+
+def median_seconds(function, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def overhead_components(cfg, repeat: int) -> dict[str, float]:
+    """Median seconds of each piece of a job's work outside training, on a warm process."""
+    data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
+    dims = layer_dims(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)
+    result = train(data, dims, iterations=cfg.train.iterations, log_every=cfg.train.log_every)
+    client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
+
+    def mlflow_run():
+        run_id = tracking.start_run(client, experiment, "bench", {"bench": "1"})
+        tracking.log_params(client, run_id, params)
+        tracking.log_dataset(client, run_id, "moons", data.X_train, data.Y_train)
+        tracking.log_results(client, run_id, result.steps, curves, {"test_accuracy": 1.0})
+        client.set_terminated(run_id)
+
+    folder = Path(tempfile.mkdtemp())
+    labels = data.Y_train[0]
+    run_id = tracking.start_run(client, experiment, "bench-artifacts", {})
+    files = {
+        "config.yaml": lambda path: path.write_text(OmegaConf.to_yaml(cfg)),
+        "parameters.npz": lambda path: np.savez(path, **result.parameters),
+    }
+    return {
+        "data": median_seconds(lambda: datasets.load(cfg.dataset, seed=0), repeat),
+        "mlflow run (batched)": median_seconds(mlflow_run, repeat),
+        "cost-curve plot": median_seconds(
+            lambda: plots.save_png(
+                plots.cost_curves(result.steps, result.train_cost, result.test_cost, "t"),
+                folder / "c.png",
+            ),
+            repeat,
+        ),
+        "decision boundary": median_seconds(
+            lambda: plots.save_png(
+                plots.decision_boundary(data.X_train, labels, result.parameters, "relu", "t"),
+                folder / "d.png",
+            ),
+            repeat,
+        ),
+        "artifacts upload": median_seconds(
+            partial(tracking.log_files, client, run_id, files), repeat
+        ),
+    }
+
+
+def in_process_jobs(cfg, repeat: int) -> tuple[float, float]:
+    """Median (whole job - training) and median training seconds, run_job in a warm process."""
+    run_job(cfg)  # warm: first-use costs of MLflow and matplotlib
+    overheads, trainings = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        outcome = run_job(cfg)
+        overheads.append(time.perf_counter() - start - outcome.result.seconds)
+        trainings.append(outcome.result.seconds)
+    return statistics.median(overheads), statistics.median(trainings)
+
+
+def run_sweep(store: Path, n_jobs: int, extra: list[str]) -> float:
+    """Wall seconds of ``make sweep``'s command with ``n_jobs`` workers, into ``store``."""
+    command = [sys.executable, "-m", "pipeline.train", "-m", "sweep=default"]
+    command += [f"tracking.uri=sqlite:///{store}/mlflow.db", f"hydra.launcher.n_jobs={n_jobs}"]
+    command += [f"hydra.sweep.dir={store}/multirun", *extra]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=store, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def serial_job_overheads(store: Path) -> list[float]:
+    """From a one-worker sweep: the gaps between jobs' ends, less their training time.
+
+    Each gap holds one whole job on a warm worker (Hydra's per-job work, data, MLflow,
+    plots, weights); the first job, which pays the worker's imports, is left out.
+    """
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    children = [r for r in client.search_runs(experiments) if "job_number" in r.data.tags]
+    children.sort(key=lambda r: r.info.end_time)
+    ends = [r.info.end_time / 1000 for r in children]
+    return [
+        (end - previous) - run.data.metrics["train_seconds"]
+        for previous, end, run in zip(ends, ends[1:], children[1:], strict=False)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument(
+        "--sweep-args", default="", help="extra overrides for both sweeps (default: none)"
+    )
+    args = parser.parse_args()
+    extra = args.sweep_args.split()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp)
+        uri = f"sqlite:///{store}/inprocess/mlflow.db"
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"tracking.uri={uri}"])
+        print(f"per-job overhead, warm process, default job (moons, d2-w16, {cfg.train.iterations}"
+              f" iterations), medians of {args.repeat}:")  # fmt: skip
+        for name, seconds in overhead_components(cfg, args.repeat).items():
+            print(f"  {name:22} {seconds:6.3f} s")
+        overhead, training = in_process_jobs(cfg, args.repeat)
+        print(f"  {'whole job - training':22} {overhead:6.3f} s   (training {training:.3f} s,"
+              f" overhead/training {overhead / training:.2f})")  # fmt: skip
+
+        cores = os.cpu_count()
+        print(f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker")
+        parallel_store, serial_store = store / "parallel", store / "serial"
+        parallel_store.mkdir()
+        serial_store.mkdir()
+        parallel = run_sweep(parallel_store, -1, extra)
+        serial = run_sweep(serial_store, 1, extra)
+        gaps = serial_job_overheads(serial_store)
+        print(f"  parallel {parallel:6.1f} s   one worker {serial:6.1f} s   "
+              f"speed-up {serial / parallel:.2f}x (target >= 1.7)")  # fmt: skip
+        median_gap = statistics.median(gaps)
+        print(f"  per-job overhead in the one-worker sweep (Hydra included): median "
+              f"{median_gap:.3f} s over {len(gaps)} jobs (target <= 0.15 s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""``python -m pipeline.report``: a sweep's outcome as a table and plots, by default the latest.
+
+    python -m pipeline.report [--sweep PARENT_RUN_ID | --experiment NAME | --run RUN_ID]
+
+Writes ``runs.csv``, ``runs.md``, ``cost_curves.png`` (one panel per depth, coloured by
+learning rate) and ``accuracy_heatmap.png`` (test accuracy over depth x width, one panel
+per learning rate) to ``reports/<name>/``, prints the best rows, and logs the files as
+artifacts of the sweep's parent run (under ``report/``), so they also show in the UI.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipeline import plots, results, tracking
+
+SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "test_cost",
+         "train_accuracy", "test_accuracy", "seconds"]  # fmt: skip
+
+
+class InputError(Exception):
+    """A user's mistake: reported in one line, exit code 2."""
+
+
+def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, list, str | None]:
+    """(report name, the runs, the parent run id to log the report to, if any)."""
+    if args.experiment:
+        experiment = client.get_experiment_by_name(args.experiment)
+        if experiment is None:
+            raise InputError(f"no experiment named {args.experiment!r} in {client.tracking_uri}")
+        runs = client.search_runs([experiment.experiment_id], max_results=10_000)
+        jobs = [r for r in runs if tracking.SWEEP_TAG not in r.data.tags]
+        return args.experiment, jobs, None
+    run_id = args.sweep or args.run
+    if run_id is None:
+        latest = results.latest_sweep(client)
+        if latest is None:
+            raise InputError(f"the store {client.tracking_uri} has no runs: run `make sweep` first")
+        run_id = latest.info.run_id
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
+    if tracking.SWEEP_TAG in run.data.tags:
+        return run.info.run_name, results.child_runs(client, run_id), run_id
+    if args.sweep:
+        raise InputError(f"run {run_id} is not a sweep's parent run: use --run")
+    return run.info.run_name, [run], None
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "runs.csv").write_text(table.to_csv(index=False))
+    (folder / "runs.md").write_text(to_markdown(table[SHOWN]))
+    curves = {}
+    for run_id in table.run_id:
+        history = client.get_metric_history(run_id, "train_cost")
+        curves[run_id] = ([m.step for m in history], [m.value for m in history])
+    plots.save_png(plots.curves_by_depth(table, curves), folder / "cost_curves.png")
+    plots.save_png(plots.accuracy_heatmaps(table), folder / "accuracy_heatmap.png")
+    return sorted(folder.iterdir())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sweep", metavar="PARENT_RUN_ID", help="a sweep (default: the latest)")
+    which.add_argument("--experiment", metavar="NAME", help="every job of an experiment")
+    which.add_argument("--run", metavar="RUN_ID", help="a single run")
+    parser.add_argument("--out", default="reports", help="folder for the report (default reports/)")
+    parser.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
+    parser.add_argument(
+        "--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    args = parser.parse_args(argv)
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    try:
+        name, runs, parent = select_runs(client, args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if not runs:
+        print(f"error: {name} has no runs to report", file=sys.stderr)
+        sys.exit(2)
+    table = results.runs_table(runs)
+    files = write_report(client, table, Path(args.out) / name)
+    counts = results.sweep_metrics(table)
+    print(f"{name}: {len(table)} runs, {counts['jobs_finished']} finished, "
+          f"{counts['jobs_failed']} failed or killed")  # fmt: skip
+    print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
+    print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
+    if parent:
+        client.log_artifacts(parent, str(files[0].parent), artifact_path="report")
+        print(f"and logged to the sweep's parent run {parent} under report/")
+
+
+if __name__ == "__main__":
+    main()

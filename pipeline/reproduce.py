@@ -1,0 +1,177 @@
+"""``python -m pipeline.reproduce RUN_ID | CONFIG.yaml``: run a recorded config again, and compare.
+
+The config comes from the run's ``config.yaml`` artifact (or a file), never from today's
+conf/: it is only typed by the schema, not re-composed. The new run goes to the same
+experiment, tagged ``reproduced_from``. Then every point of ``train_cost`` and
+``test_cost`` and the final metrics are compared. Exit 0 when they match (bit for bit,
+or within ``--rtol``), 1 when they differ, 2 on bad input (and no run is created).
+"""
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import tracking
+from pipeline.config import Config, ConfigError, validate
+from pipeline.job import run_job, run_name
+
+CURVES = ("train_cost", "test_cost")
+FINAL = ("train_accuracy", "test_accuracy")
+
+
+class InputError(Exception):
+    """A user's mistake: reported in one line, exit code 2."""
+
+
+def parse_config(text: str, source: str) -> DictConfig:
+    """The recorded config, typed by the schema and checked; InputError if it is not one."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:  # YAML or schema
+        key = getattr(error, "full_key", None)
+        where = f" at {key}" if key else ""
+        raise InputError(f"{source} is not a valid config{where}: {first_line(error)}") from None
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise InputError(f"{source}: {error}") from None
+    return cfg
+
+
+def recorded_config(client: MlflowClient, run_id: str) -> tuple[DictConfig, str]:
+    """The config.yaml of ``run_id`` and the run's experiment id."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = download_artifacts(
+                run_id=run_id,
+                artifact_path="config.yaml",
+                dst_path=folder,
+                tracking_uri=client.tracking_uri,
+            )
+            text = Path(path).read_text()
+        except (MlflowException, OSError):
+            raise InputError(f"run {run_id} has no config.yaml artifact to reproduce") from None
+    return parse_config(text, f"config.yaml of run {run_id}"), run.info.experiment_id
+
+
+def config_file(path: str) -> DictConfig:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read config file {path}: {first_line(error)}") from None
+    return parse_config(text, path)
+
+
+@dataclass
+class Deviation:
+    key: str
+    step: int
+    original: float
+    reproduced: float
+
+    @property
+    def absolute(self) -> float:
+        return abs(self.reproduced - self.original)
+
+    @property
+    def relative(self) -> float:
+        return self.absolute / abs(self.original) if self.original else math.inf
+
+
+def metric_points(client: MlflowClient, run_id: str) -> dict[tuple[str, int], float]:
+    """Every compared value of the run: (curve, step) points, and final metrics at step -1."""
+    points = {
+        (key, m.step): m.value for key in CURVES for m in client.get_metric_history(run_id, key)
+    }
+    final = client.get_run(run_id).data.metrics
+    return points | {(key, -1): final[key] for key in FINAL if key in final}
+
+
+def compare(client: MlflowClient, original: str, reproduced: str, rtol: float) -> tuple[bool, str]:
+    """(match, verdict): identical, within rtol, or where the largest deviation is."""
+    a, b = metric_points(client, original), metric_points(client, reproduced)
+    if a.keys() != b.keys():
+        only = sorted(a.keys() ^ b.keys())[:3]
+        return False, f"differs: not the same points were recorded (e.g. {only})"
+    deviations = [Deviation(k, s, a[k, s], b[k, s]) for k, s in a if not same(a[k, s], b[k, s])]
+    n = len(a)
+    if not deviations:
+        return True, f"identical: all {n} values (cost curves and final metrics) match bit for bit"
+    worst = max(deviations, key=lambda d: (d.relative, d.absolute))
+    where = "the final value" if worst.step < 0 else f"step {worst.step}"
+    detail = (
+        f"largest deviation {worst.absolute:.3g} (relative {worst.relative:.3g}) in "
+        f"{worst.key} at {where}: {worst.original!r} vs {worst.reproduced!r}; "
+        f"{len(deviations)} of {n} values differ"
+    )
+    if all(d.absolute <= rtol * abs(d.original) for d in deviations):
+        return True, f"match within rtol={rtol:g}: {detail}"
+    return False, f"differs: {detail}"
+
+
+def same(x: float, y: float) -> bool:
+    return x == y or (math.isnan(x) and math.isnan(y))
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    original = args.against
+    experiment = None
+    if Path(args.target).suffix in (".yaml", ".yml") or Path(args.target).is_file():
+        cfg = config_file(args.target)
+        tags = {"reproduced_from_config": Path(args.target).name}
+        if original:
+            _, experiment = recorded_config(client, original)  # it exists: compare with it
+    else:
+        original = args.target
+        cfg, experiment = recorded_config(client, original)
+        tags = {"reproduced_from": original}
+    cfg.tracking.uri = client.tracking_uri  # where runs go is not part of what is reproduced
+    print(f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}", flush=True)
+    outcome = run_job(cfg, tags=tags, experiment_id=experiment)
+    print(f"new run {outcome.run_id} ({outcome.status})", flush=True)
+    if not original:
+        return 0
+    matches, verdict = compare(client, original, outcome.run_id, args.rtol)
+    print(verdict, flush=True)
+    return 0 if matches else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", help="a run id, or the path of a config.yaml")
+    parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
+    parser.add_argument("--against", help="with a config file: the run id to compare with")
+    parser.add_argument(
+        "--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI or mlruns/)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        sys.exit(reproduce(args))
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

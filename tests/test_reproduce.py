@@ -1,0 +1,110 @@
+"""Reproduction from a run's recorded config: bit-for-bit curves, and one-line errors."""
+
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from pipeline.job import run_job
+from tests.helpers import all_runs, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def recorded(compose_config, store):
+    """A finished run in a fresh store: (uri, client factory, its run id)."""
+    uri, client = store
+    outcome = run_job(compose_config(f"tracking.uri={uri}", "train=quick", "model.width=8"))
+    return uri, client, outcome.run_id
+
+
+def reproduce(uri, *args, cwd=None):
+    return run_cli("pipeline.reproduce", *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri})
+
+
+def test_run_reproduces_identically_from_its_run_id(recorded, tmp_path):
+    uri, client, run_id = recorded
+    done = reproduce(uri, run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "identical: all 204 values" in done.stdout  # 2 curves x 101 points + 2 accuracies
+    runs = all_runs(client())
+    (new,) = [r for r in runs if r.info.run_id != run_id]
+    assert new.data.tags["reproduced_from"] == run_id
+    assert new.info.experiment_id == client().get_run(run_id).info.experiment_id
+    assert new.info.status == "FINISHED" and new.info.run_name == "d2-w8-lr0.1"
+    assert new.data.params["train.blas_threads"] == "1"
+    for key in ("train_cost", "test_cost"):
+        original = [m.value for m in client().get_metric_history(run_id, key)]
+        again = [m.value for m in client().get_metric_history(new.info.run_id, key)]
+        assert original == again and len(original) == 101
+
+
+def test_run_reproduces_from_its_config_file_not_from_conf(recorded, tmp_path):
+    uri, client, run_id = recorded
+    config = tmp_path / "mailed" / "config.yaml"
+    config.parent.mkdir()
+    client().download_artifacts(run_id, "config.yaml", str(config.parent))
+    done = reproduce(uri, str(config), "--against", run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "identical" in done.stdout
+    new = next(r for r in all_runs(client()) if r.info.run_id != run_id)
+    assert new.data.tags["reproduced_from_config"] == "config.yaml"
+
+
+def test_different_config_is_reported_with_its_largest_deviation(recorded, tmp_path):
+    uri, client, run_id = recorded
+    config = tmp_path / "config.yaml"
+    client().download_artifacts(run_id, "config.yaml", str(tmp_path))
+    config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+    done = reproduce(uri, str(config), "--against", run_id, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "differs: largest deviation" in done.stdout and "values differ" in done.stdout
+    loose = reproduce(uri, str(config), "--against", run_id, "--rtol", "10", cwd=tmp_path)
+    assert loose.returncode == 0 and "match within rtol=10" in loose.stdout
+
+
+def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
+    uri, client = store
+    sweep = run_cli(
+        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "train=quick",
+        "model.depth=1,2", "model.width=8", "train.learning_rate=0.3", "hydra.launcher.n_jobs=2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    child = next(r for r in all_runs(client()) if r.data.tags.get(MLFLOW_PARENT_RUN_ID))
+    done = reproduce(uri, child.info.run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "identical" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("0123456789abcdef", "error: run '0123456789abcdef' not found in sqlite:///"),
+        ("{bare}", "error: run {bare} has no config.yaml artifact to reproduce"),
+        ("missing.yaml", "error: cannot read config file missing.yaml"),
+        ("{garbage}", "is not a valid config"),
+        ("{unknown_key}", "is not a valid config at model.colour"),
+        ("{bad_value}", "model.depth=-1 is invalid: must be >= 0"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, target, message):
+    uri, client, run_id = recorded
+    bare = client().create_run(client().get_run(run_id).info.experiment_id).info.run_id
+    client().set_terminated(bare)
+    client().download_artifacts(run_id, "config.yaml", str(tmp_path))
+    text = (tmp_path / "config.yaml").read_text()
+    files = {
+        "garbage": "model: [unclosed\n",
+        "unknown_key": text.replace("model:\n", "model:\n  colour: red\n"),
+        "bad_value": text.replace("depth: 2", "depth: -1"),
+    }
+    for name, content in files.items():
+        (tmp_path / f"{name}.yaml").write_text(content)
+    names = {"bare": bare} | {k: str(tmp_path / f"{k}.yaml") for k in files}
+    target, message = target.format(**names), message.format(**names)
+    before = {r.info.run_id for r in all_runs(client())}
+    done = reproduce(uri, target, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert {r.info.run_id for r in all_runs(client())} == before

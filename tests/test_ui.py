@@ -1,0 +1,65 @@
+"""make ui: a real `mlflow ui` process on 127.0.0.1 serving the runs and their artifacts."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from pipeline.job import run_job
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fetch(url: str, body: dict | None = None, timeout: float = 60) -> bytes:
+    """GET (or POST ``body`` as JSON), retrying only while the server is not up yet."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read()
+        except urllib.error.HTTPError:
+            raise
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_ui_serves_the_store_and_points_at_the_runs_table(compose_config, store, tmp_path):
+    uri, _ = store
+    outcome = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()} | {"MLFLOW_TRACKING_URI": uri}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.ui", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        first_line = process.stdout.readline().decode()
+        base = f"http://127.0.0.1:{port}"
+        assert f"{base}/#/experiments/{outcome.experiment_id}/runs" in first_line
+        assert b"<html" in fetch(base)[:1000].lower()
+        search = {"experiment_ids": [outcome.experiment_id]}
+        runs = json.loads(fetch(f"{base}/api/2.0/mlflow/runs/search", search))
+        assert [r["info"]["run_id"] for r in runs["runs"]] == [outcome.run_id]
+        png = fetch(f"{base}/get-artifact?path=cost_curve.png&run_uuid={outcome.run_id}")
+        assert png.startswith(b"\x89PNG")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
