@@ -9,7 +9,6 @@ artifacts of the sweep's parent run (under ``report/``), so they also show in th
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +16,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline import plots, results, tracking
+from pipeline.cli import InputError, fail
 
 SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "test_cost",
          "train_accuracy", "test_accuracy", "seconds"]  # fmt: skip
-
-
-class InputError(Exception):
-    """A user's mistake: reported in one line, exit code 2."""
 
 
 def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, list, str | None]:
@@ -90,11 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         name, runs, parent = select_runs(client, args)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     if not runs:
-        print(f"error: {name} has no runs to report", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{name} has no runs to report")
     table = results.runs_table(runs)
     files = write_report(client, table, Path(args.out) / name)
     counts = results.sweep_metrics(table)

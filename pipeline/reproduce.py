@@ -23,15 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import tracking
+from pipeline.cli import InputError, fail
 from pipeline.config import Config, ConfigError, validate
 from pipeline.job import run_job, run_name
 
 CURVES = ("train_cost", "test_cost")
 FINAL = ("train_accuracy", "test_accuracy")
-
-
-class InputError(Exception):
-    """A user's mistake: reported in one line, exit code 2."""
 
 
 def parse_config(text: str, source: str) -> DictConfig:
@@ -169,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(reproduce(args))
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import copy
 import functools
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -23,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, ValidationError
 
 from pipeline import results, tracking
+from pipeline.cli import fail
 from pipeline.config import ConfigError, validate
 from pipeline.job import Outcome, run_name
 
@@ -59,8 +59,7 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
         try:
             validate(job_config(config_name, overrides))
         except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            fail(error)
 
 
 def job_config(config_name: str, overrides: list[str]) -> DictConfig:

@@ -5,7 +5,6 @@ callback) owns the sweep's parent run.
 """
 
 import logging
-import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline import config, sweep
+from pipeline.cli import fail
 from pipeline.job import run_job
 
 config.register()
@@ -37,8 +37,7 @@ def main(cfg: DictConfig) -> float:
     except config.ConfigError as error:
         if parent:  # a sweep's job: Hydra records it as failed
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num if parent else None)
     return outcome.result.test_accuracy
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from pipeline import tracking
+from pipeline.cli import fail
 from pipeline.results import latest_sweep
 from pipeline.sweep import UI_ADDRESS
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     uri = tracking.tracking_uri()
     if not uri.startswith(tracking.SQLITE):
-        sys.exit(f"error: MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
+        fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
     address = UI_ADDRESS.format(port=args.port).replace("127.0.0.1", args.host)
     run = latest_sweep(tracking.connect(uri))
     if run is None:

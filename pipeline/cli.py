@@ -1,0 +1,13 @@
+"""What every command line shares: a user's mistake is one line on stderr and exit code 2."""
+
+import sys
+from typing import NoReturn
+
+
+class InputError(Exception):
+    """A user's mistake (bad id, path or value): reported in one line, no traceback."""
+
+
+def fail(message: object) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
