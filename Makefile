@@ -8,12 +8,16 @@ PY     := $(BIN)/python
 SWEEP  ?= default
 ARGS   ?=
 PORT   ?= 5000
+HOST   ?= 127.0.0.1
+# make server: its own store and proxied artifacts under mlruns/ (or BACKEND_URI, e.g. PostgreSQL)
+BACKEND_URI ?= sqlite:///mlruns/server/mlflow.db
+ARTIFACTS   ?= mlruns/server/artifacts
 export PORT
 # MLflow 3 sends usage telemetry unless told not to: never from this project.
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep ui reproduce report test test-fast lint format bench clean
+.PHONY: help install sweep ui server reproduce report test test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +35,11 @@ sweep: $(VENV)  ## run a sweep (SWEEP=default, extra overrides in ARGS="...")
 
 ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
 	$(PY) -m pipeline.ui --port $(PORT)
+
+server: $(VENV)  ## a shared MLflow tracking server on HOST:PORT (runs go there with tracking=server)
+	@case "$(BACKEND_URI)" in sqlite:///*) mkdir -p "$(dir $(patsubst sqlite:///%,%,$(BACKEND_URI)))";; esac
+	$(BIN)/mlflow server --backend-store-uri $(BACKEND_URI) --artifacts-destination $(ARTIFACTS) \
+		--serve-artifacts --host $(HOST) --port $(PORT) --workers 2
 
 reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run id or config.yaml>
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
