@@ -64,9 +64,10 @@ def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, 
 
 
 def sweep(uri, tmp_path, *overrides):
+    launcher = [] if any("hydra/launcher" in o for o in overrides) else ["hydra.launcher.n_jobs=2"]
     done = run_cli(
         "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", *QUICK, *overrides,
-        "hydra.launcher.n_jobs=2", cwd=tmp_path,
+        *launcher, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -154,3 +155,14 @@ def group_alive(pgid: int) -> bool:
 
 def running(client):
     return [r for r in all_runs(client) if r.info.status == "RUNNING"]
+
+
+def test_sweep_through_the_submitit_local_launcher(store, tmp_path):
+    uri, client = store
+    sweep(uri, tmp_path, "hydra/launcher=submitit_local", "model.depth=1,2", "model.width=4",
+          "train.learning_rate=0.5")  # fmt: skip
+    (parent,), children = children_and_parent(client())
+    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    assert list((tmp_path / "multirun").rglob(".submitit")), "the jobs ran through submitit"
