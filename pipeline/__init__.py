@@ -6,3 +6,5 @@ import os
 # reaches no network address of its own accord. Set before anything imports mlflow.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# Our artifacts are a few kilobytes: a progress bar would only clutter the one-line errors.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -32,7 +32,7 @@ class Outcome:
 
 def run_name(cfg: DictConfig) -> str:
     """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1."""
-    return f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:g}"
+    return f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:.3g}"
 
 
 def run_job(

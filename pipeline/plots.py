@@ -14,6 +14,8 @@ from matplotlib.lines import Line2D
 
 from pipeline.nn import predict
 
+MAX_PANELS = 5  # more distinct learning rates than this (a search): one colour scale
+
 
 def save_png(fig: Figure, path) -> None:
     """PNG with light compression: a third of the encoding time, slightly larger files."""
@@ -69,14 +71,17 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
     """Every run's train cost, one panel per depth: colour = learning rate, style = width.
 
     ``table`` has one row per run (run_id, depth, width, learning_rate, status);
-    ``curves`` maps run_id to (steps, costs). A failed run ends with an x.
+    ``curves`` maps run_id to (steps, costs). A failed run ends with an x. A search, with
+    many learning rates and widths, gets a colour scale and solid lines instead of legends.
     """
     depths, widths = sorted(table.depth.unique()), sorted(table.width.unique())
     rates = sorted(table.learning_rate.unique())
-    colours = dict(zip(rates, _palette(len(rates)), strict=True))
-    styles = dict(zip(widths, ["-", "--", ":", "-."] * len(widths), strict=False))
-    fig = Figure(figsize=(4 * len(depths), 4.2))
-    fig.subplots_adjust(left=0.8 / (4 * len(depths)), right=0.98, bottom=0.13, top=0.8, wspace=0.25)
+    norm = matplotlib.colors.LogNorm(min(rates), max(rates) * 1.001)
+    colours = {rate: matplotlib.colormaps["viridis"](0.85 * norm(rate)) for rate in rates}
+    few_widths = len(widths) <= 4
+    styles = {w: ["-", "--", ":", "-."][i] if few_widths else "-" for i, w in enumerate(widths)}
+    fig = Figure(figsize=(4 * len(depths) + 1, 4.2))
+    fig.subplots_adjust(left=0.6 / len(depths) / 4, right=0.88, bottom=0.13, top=0.8, wspace=0.25)
     axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)[0]
     for ax, depth in zip(axes, depths, strict=True):
         for row in table[table.depth == depth].itertuples():
@@ -88,25 +93,37 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
         ax.set(title=f"depth {depth}", xlabel="iteration", yscale="log")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("train cost J")
-    handles = [Line2D([], [], color=colours[r], label=f"lr {r:g}") for r in rates]
-    handles += [
-        Line2D([], [], color="grey", linestyle=styles[w], label=f"width {w}") for w in widths
-    ]
-    fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False)
+    handles = []
+    if len(rates) <= MAX_PANELS:
+        handles += [Line2D([], [], color=colours[r], label=f"lr {r:g}") for r in rates]
+    else:
+        scale = matplotlib.cm.ScalarMappable(norm, matplotlib.colormaps["viridis"])
+        fig.colorbar(scale, ax=axes.tolist(), label="learning rate", fraction=0.03)
+    if few_widths:
+        handles += [Line2D([], [], color="grey", linestyle=styles[w], label=f"width {w}")
+                    for w in widths]  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False)
     return fig
 
 
 def accuracy_heatmaps(table):
-    """Test accuracy over depth x width, one panel per learning rate, on one colour scale."""
-    rates = sorted(table.learning_rate.unique())
+    """Test accuracy over depth x width, one panel per learning rate, on one colour scale.
+
+    With more learning rates than MAX_PANELS (a search), one panel: the best over all.
+    """
     depths, widths = sorted(table.depth.unique()), sorted(table.width.unique())
+    rates = sorted(table.learning_rate.unique())
+    panels = [(f"learning rate {r:g}", table[table.learning_rate == r]) for r in rates]
+    if len(panels) > MAX_PANELS:
+        panels = [("best over all learning rates", table)]
     low, high = table.test_accuracy.min(), table.test_accuracy.max()
     norm = matplotlib.colors.Normalize(low if low < high else high - 0.01, high)
-    fig = Figure(figsize=(3.6 * len(rates) + 1, 3.4))
-    fig.subplots_adjust(left=0.8 / (3.6 * len(rates) + 1), right=0.9, bottom=0.16, top=0.86)
-    axes = fig.subplots(1, len(rates), squeeze=False)[0]
-    for ax, rate in zip(axes, rates, strict=True):
-        runs = table[table.learning_rate == rate]
+    width_in = 3.6 * len(panels) + 1 + 0.3 * max(0, len(widths) - 4)
+    fig = Figure(figsize=(width_in, 3.4))
+    fig.subplots_adjust(left=0.8 / width_in, right=0.9, bottom=0.16, top=0.86)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, runs) in zip(axes, panels, strict=True):
         grid = runs.pivot_table(
             index="depth", columns="width", values="test_accuracy", aggfunc="max"
         ).reindex(index=depths, columns=widths)
@@ -115,15 +132,11 @@ def accuracy_heatmaps(table):
         for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             if (depths[i], widths[j]) in ran:  # a run with no accuracy has failed
                 label = "failed" if np.isnan(value) else f"{value:.3f}"
-                dark = np.isnan(value) or norm(value) < 0.6
+                dark = not np.isnan(value) and norm(value) < 0.6  # blank cell: black text
                 ax.text(j, i, label, ha="center", va="center", fontsize=8,
                         color="white" if dark else "black")  # fmt: skip
-        ax.set(title=f"learning rate {rate:g}", xlabel="width", ylabel="depth")
+        ax.set(title=title, xlabel="width", ylabel="depth", aspect="auto")
         ax.set_xticks(range(len(widths)), widths)
         ax.set_yticks(range(len(depths)), depths)
     fig.colorbar(image, ax=axes.tolist(), label="test accuracy", fraction=0.03)
     return fig
-
-
-def _palette(n: int):
-    return [matplotlib.colormaps["viridis"](x) for x in np.linspace(0, 0.85, n)]

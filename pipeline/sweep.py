@@ -100,11 +100,12 @@ class MlflowSweepCallback(Callback):
         run_id = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: overrides})
         sweep_params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.params or {}).items()}
         tracking.log_params(client, run_id, sweep_params | {"sweep.overrides": overrides})
-        self.parent = Parent(run_id, experiment, uri, len(jobs) if jobs else None)
+        n_jobs = len(jobs) if jobs else config.hydra.sweeper.get("n_trials")
+        self.parent = Parent(run_id, experiment, uri, n_jobs)
         os.environ[PARENT_ENV] = json.dumps(asdict(self.parent))
         self.started = time.perf_counter()
         atexit.register(self.finish, "KILLED")  # Ctrl-C or a crash: nothing left RUNNING
-        count = f"{len(jobs)} jobs" if jobs else "jobs"
+        count = f"{n_jobs} jobs" if n_jobs else "jobs"
         print(f"sweep {name}: {count}, parent run {run_id}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

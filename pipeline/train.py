@@ -19,7 +19,8 @@ config.register()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the test accuracy, which a search maximises; None (a failed trial) if diverged."""
     hydra_cfg = HydraConfig.get()
     tags = {"hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> float:
             raise
         fail(error)
     sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num if parent else None)
-    return outcome.result.test_accuracy
+    return outcome.result.test_accuracy if outcome.status == "FINISHED" else None
 
 
 if __name__ == "__main__":
