@@ -42,7 +42,7 @@ def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, li
     except MlflowException:
         raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
     if tracking.SWEEP_TAG in run.data.tags:
-        return run.info.run_name, results.child_runs(client, run_id), run_id
+        return run.info.run_name, tracking.child_runs(client, run_id), run_id
     if args.sweep:
         raise InputError(f"run {run_id} is not a sweep's parent run: use --run")
     return run.info.run_name, [run], None
@@ -61,10 +61,7 @@ def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> lis
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "runs.csv").write_text(table.to_csv(index=False))
     (folder / "runs.md").write_text(to_markdown(table[SHOWN]))
-    curves = {}
-    for run_id in table.run_id:
-        history = client.get_metric_history(run_id, "train_cost")
-        curves[run_id] = ([m.step for m in history], [m.value for m in history])
+    curves = results.train_cost_curves(client, table.run_id)
     plots.save_png(plots.curves_by_depth(table, curves), folder / "cost_curves.png")
     plots.save_png(plots.accuracy_heatmaps(table), folder / "accuracy_heatmap.png")
     return sorted(folder.iterdir())

@@ -1,5 +1,7 @@
 """Reading runs back from MLflow into pandas: a sweep's table, its summary and its plots."""
 
+from functools import partial
+
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -29,12 +31,6 @@ def latest_sweep(client: MlflowClient):
     return (sweeps or singles or [None])[0]
 
 
-def child_runs(client: MlflowClient, parent_run_id: str) -> list:
-    experiment = client.get_run(parent_run_id).info.experiment_id
-    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
-    return client.search_runs([experiment], query, max_results=10_000)
-
-
 def runs_table(runs: list) -> pd.DataFrame:
     """One row per run, best first (test accuracy, then test cost); metrics are final values."""
     rows = []
@@ -55,7 +51,7 @@ def runs_table(runs: list) -> pd.DataFrame:
 
 
 def sweep_table(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
-    return runs_table(child_runs(client, parent_run_id))
+    return runs_table(tracking.child_runs(client, parent_run_id))
 
 
 def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
@@ -69,20 +65,33 @@ def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, list]]:
+    """run_id -> (steps, train cost) of each run."""
+    curves = {}
+    for run_id in run_ids:
+        history = client.get_metric_history(run_id, "train_cost")
+        curves[run_id] = ([m.step for m in history], [m.value for m in history])
+    return curves
+
+
 def record_sweep(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
     """The comparison table, the best child and all cost curves, on the parent run."""
-    client.log_text(parent_run_id, table.to_csv(index=False), "comparison.csv")
     finished = table[table.status == "FINISHED"]
     if len(finished):
         best = finished.iloc[0]
         client.set_tag(parent_run_id, "best_run_id", best.run_id)
         client.set_tag(parent_run_id, "best_run", best.run)
-    curves = {}
-    for row in table.itertuples():
-        history = client.get_metric_history(row.run_id, "train_cost")
-        curves[row.run] = ([m.step for m in history], [m.value for m in history])
-    figure = plots.overlaid_curves(curves, "train cost of every job")
-    client.log_figure(parent_run_id, figure, "cost_curves.png")
+    curves = train_cost_curves(client, table.run_id)
+    by_name = {row.run: curves[row.run_id] for row in table.itertuples()}
+    figure = plots.overlaid_curves(by_name, "train cost of every job")
+    tracking.log_files(
+        client,
+        parent_run_id,
+        {
+            "comparison.csv": lambda path: path.write_text(table.to_csv(index=False)),
+            "cost_curves.png": partial(plots.save_png, figure),
+        },
+    )
 
 
 def summary(table: pd.DataFrame, seconds: float, top: int = 5) -> str:

@@ -148,12 +148,18 @@ def log_files(
         client.log_artifacts(run_id, folder)
 
 
+def child_runs(client: MlflowClient, parent_run_id: str, *, running_only: bool = False) -> list:
+    """The runs whose parent is ``parent_run_id`` (only those still RUNNING, if asked)."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
+    if running_only:
+        query += " and attributes.status = 'RUNNING'"
+    return client.search_runs([experiment], query, max_results=10_000)
+
+
 def end_running_children(client: MlflowClient, parent_run_id: str, status: str) -> int:
     """End as ``status`` every child of the parent still RUNNING; returns how many."""
-    running = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id],
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    )
+    running = child_runs(client, parent_run_id, running_only=True)
     for run in running:
         client.set_terminated(run.info.run_id, status)
     return len(running)
