@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.data import DATASETS, SYNTHETIC, n_classes_of
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
@@ -71,6 +73,29 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, value: Any, rule: str) -> None:
         super().__init__(f"{key}={value!r} is invalid: {rule}")
+
+
+# Lines of Hydra's messages that only repeat the key or point at a stack trace.
+HYDRA_NOISE = ("full_key:", "reference_type=", "object_type=", "Set the environment variable")
+
+
+def error_line(error: Exception) -> str:
+    """One line that names the key and the value, for a ConfigError or for Hydra's and
+    OmegaConf's several-line errors (unknown key or option, wrong type, bad syntax)."""
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        return f"{group}={option} is invalid: known options: {', '.join(error.options)}"
+    if isinstance(error, OverrideParseException):
+        return f"{error.override} is invalid: {error.message.splitlines()[0]}"
+    # Hydra wraps OmegaConf's error, which knows the key, as the cause.
+    source = error if isinstance(error, OmegaConfBaseException) else error.__cause__
+    if isinstance(source, OmegaConfBaseException) and getattr(source, "full_key", None):
+        reason = str(source.msg).splitlines()[0]
+        if source.value is None:  # an unknown key
+            return f"{source.full_key} is not a config key: {reason}"
+        return str(ConfigError(source.full_key, source.value, reason))
+    lines = (line.strip() for line in str(error).splitlines())
+    return "; ".join(line for line in lines if line and not line.startswith(HYDRA_NOISE))
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:

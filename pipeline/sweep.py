@@ -18,12 +18,14 @@ from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, ValidationError
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import results, tracking
 from pipeline.cli import fail
-from pipeline.config import ConfigError, validate
+from pipeline.config import ConfigError, error_line, validate
 from pipeline.job import Outcome, run_name
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
@@ -58,8 +60,8 @@ def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
     for overrides in jobs:
         try:
             validate(job_config(config_name, overrides))
-        except ConfigError as error:
-            fail(error)
+        except (ConfigError, HydraException, OmegaConfBaseException) as error:
+            fail(error_line(error))
 
 
 def job_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -70,11 +72,7 @@ def job_config(config_name: str, overrides: list[str]) -> DictConfig:
     groups = tuple(o.input_line for o in parsed if o not in values)
     cfg = copy.deepcopy(_compose_groups(config_name, groups))
     for override in values:
-        key, value = override.key_or_group, override.value()
-        try:
-            OmegaConf.update(cfg, key, value, merge=False)
-        except ValidationError as error:  # a value of the wrong type
-            raise ConfigError(key, value, str(error).splitlines()[0]) from None
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
     return cfg
 
 

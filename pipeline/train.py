@@ -5,17 +5,25 @@ callback) owns the sweep's parent run.
 """
 
 import logging
+import sys
+from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import config, sweep
 from pipeline.cli import fail
 from pipeline.job import run_job
 
 config.register()
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -43,5 +51,26 @@ def main(cfg: DictConfig) -> float | None:
     return outcome.result.test_accuracy if outcome.status == "FINISHED" else None
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose conf/ with the command line's plain overrides; exit 2 with one line if Hydra
+    cannot (unknown key or option, wrong type), where Hydra would print several and exit 1.
+
+    Sweep values are checked per job by the sweep callback; ``hydra.*`` is Hydra's own.
+    """
+    args = get_args_parser().parse_args(argv)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+        plain = [
+            o.input_line
+            for o in overrides
+            if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
+        ]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose(args.config_name or "config", overrides=plain)
+    except (HydraException, OmegaConfBaseException) as error:
+        fail(config.error_line(error))
+
+
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:])
     main()

@@ -36,6 +36,9 @@ def test_single_job_from_the_command_line(store, tmp_path):
         ("train.log_every=100", "error: train.log_every=100 is invalid"),
         ("dataset.n_samples=4", "error: dataset.n_samples=4 is invalid"),
         ("model.activation=swish", "error: model.activation='swish' is invalid"),
+        ("model.depth=abc", "error: model.depth='abc' is invalid: Value 'abc' of type 'str'"),
+        ("model.depht=3", "error: model.depht is not a config key"),
+        ("dataset=mons", "error: dataset=mons is invalid: known options: blobs"),
     ],
 )
 def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, message):
@@ -52,6 +55,7 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
     [
         ("model.width=4,0", "error: model.width=0 is invalid: must be >= 1"),
         ("model.depth=1,deep", "error: model.depth='deep' is invalid: Value 'deep' of type"),
+        ("model=default,wide", "error: model=wide is invalid: known options: default, logistic"),
     ],
 )
 def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):

@@ -1,8 +1,9 @@
 """Every config composes through Hydra, and every bad value is named with its key."""
 
 import pytest
+from hydra.errors import HydraException
 
-from pipeline.config import ConfigError, validate
+from pipeline.config import ConfigError, error_line, validate
 from tests.helpers import CONF
 
 GROUPS = ["dataset", "model", "train", "tracking"]
@@ -61,6 +62,20 @@ def test_bad_values_name_key_and_value(compose_config, override, message):
     assert "\n" not in str(error.value)
 
 
-def test_wrong_type_is_refused_by_the_schema(compose_config):
-    with pytest.raises(Exception, match=r"model.depth"):
-        compose_config("model.depth=deep")
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "model.depth=deep",
+            "model.depth='deep' is invalid: Value 'deep' of type 'str' could not be converted"
+            " to Integer",
+        ),
+        ("model.depht=3", "model.depht is not a config key: Key 'depht' not in 'ModelConfig'"),
+        ("model=wide", "model=wide is invalid: known options: default, logistic"),
+        ("seed=[1", "seed=[1 is invalid: no viable alternative at input '[1'"),
+    ],
+)
+def test_hydra_composition_errors_become_one_line(compose_config, override, line):
+    with pytest.raises(HydraException) as error:
+        compose_config(override)
+    assert error_line(error.value) == line
