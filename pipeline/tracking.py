@@ -135,7 +135,13 @@ def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: 
     source = CodeDatasetSource({"loader": f"pipeline.data ({name}, from scikit-learn)"})
     dataset = from_numpy(X.T, targets=Y.T, name=name, source=source)
     tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), [tag])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Jobs of a sweep that insert the same new data set at the same moment race for its
+        # unique key and one loses; its second try finds the data set and only links it.
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def log_files(
