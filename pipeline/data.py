@@ -9,24 +9,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import datasets
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
+# (sklearn.datasets, dataset config, seed) -> (x, y). scikit-learn is imported only when
+# data is loaded: a sweep's launcher checks names against DATASETS and saves ~1 s.
 Loader = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
-def _moons(d, seed):
+def _moons(datasets, d, seed):
     return datasets.make_moons(n_samples=d.n_samples, noise=d.noise, random_state=seed)
 
 
-def _circles(d, seed):
+def _circles(datasets, d, seed):
     return datasets.make_circles(
         n_samples=d.n_samples, noise=d.noise, factor=0.5, random_state=seed
     )
 
 
-def _blobs(d, seed):
+def _blobs(datasets, d, seed):
     return datasets.make_blobs(
         n_samples=d.n_samples,
         n_features=d.n_features,
@@ -36,7 +35,7 @@ def _blobs(d, seed):
     )
 
 
-def _classification(d, seed):
+def _classification(datasets, d, seed):
     return datasets.make_classification(
         n_samples=d.n_samples,
         n_features=d.n_features,
@@ -49,8 +48,8 @@ def _classification(d, seed):
     )
 
 
-def _bundled(load: Callable) -> Loader:
-    return lambda d, seed: load(return_X_y=True)
+def _bundled(name: str) -> Loader:
+    return lambda datasets, d, seed: getattr(datasets, name)(return_X_y=True)
 
 
 # name -> (loader, number of classes: fixed, or None when the config sets it)
@@ -59,10 +58,10 @@ DATASETS: dict[str, tuple[Loader, int | None]] = {
     "circles": (_circles, 2),
     "blobs": (_blobs, None),
     "classification": (_classification, None),
-    "breast_cancer": (_bundled(datasets.load_breast_cancer), 2),
-    "iris": (_bundled(datasets.load_iris), 3),
-    "wine": (_bundled(datasets.load_wine), 3),
-    "digits": (_bundled(datasets.load_digits), 10),
+    "breast_cancer": (_bundled("load_breast_cancer"), 2),
+    "iris": (_bundled("load_iris"), 3),
+    "wine": (_bundled("load_wine"), 3),
+    "digits": (_bundled("load_digits"), 10),
 }
 SYNTHETIC = ("moons", "circles", "blobs", "classification")
 
@@ -100,8 +99,12 @@ def encode_labels(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
 
 def load(d, *, seed: int, dtype: str = "float64") -> Data:
     """The data set named ``d.name``, split with ``d.test_size``, standardised, as (n_x, m)."""
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     loader, _ = DATASETS[d.name]
-    x, y = loader(d, seed)
+    x, y = loader(datasets, d, seed)
     y = np.unique(y, return_inverse=True)[1]
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=d.test_size, stratify=y, random_state=seed

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline import plots, results, tracking
-from pipeline.cli import InputError, fail
+from pipeline.cli import InputError, fail, skip_final_collection
 
 SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "test_cost",
          "train_accuracy", "test_accuracy", "seconds"]  # fmt: skip
@@ -99,4 +99,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    skip_final_collection()
     main()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import tracking
-from pipeline.cli import InputError, fail
+from pipeline.cli import InputError, fail, skip_final_collection
 from pipeline.config import Config, ConfigError, validate
 from pipeline.job import run_job, run_name
 
@@ -170,4 +170,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    skip_final_collection()
     main()

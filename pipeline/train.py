@@ -19,8 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import config, sweep
-from pipeline.cli import fail
-from pipeline.job import run_job
+from pipeline.cli import fail, skip_final_collection
 
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -29,6 +28,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test accuracy, which a search maximises; None (a failed trial) if diverged."""
+    skip_final_collection()  # also in a sweep's worker processes
+    from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
+
     hydra_cfg = HydraConfig.get()
     tags = {"hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
@@ -72,5 +74,6 @@ def check_overrides(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    skip_final_collection()
     check_overrides(sys.argv[1:])
     main()
