@@ -6,7 +6,8 @@ Printed, each measured side by side in this one run:
     as a whole (Hydra's per-job work included), against the job's training time
     (target <= 0.15 s);
   - the default 27-job ``make sweep`` with the joblib launcher (one worker per core)
-    against the same sweep with one worker (target speed-up >= 1.7 on 2 cores).
+    against the same sweep with one worker (target speed-up >= 1.7 on 2 cores), with the
+    job phase and the fixed costs apart, and the ceiling those fixed costs leave.
 """
 
 import argparse
@@ -180,6 +181,16 @@ def main() -> None:
         print(
             f"  job phase: parallel {jobs_parallel:6.1f} s   one worker {jobs_serial:6.1f} s   "
             f"speed-up {jobs_serial / jobs_parallel:.2f}x (first job's start to last's end)"
+        )
+        fixed_parallel, fixed_serial = parallel - jobs_parallel, serial - jobs_serial
+        ceiling = serial / (fixed_serial + jobs_serial / cores)
+        print(
+            f"  fixed:     parallel {fixed_parallel:6.1f} s   one worker {fixed_serial:6.1f} s   "
+            f"(wall - job phase: start, imports, store, Hydra's checks, summary, exit)"
+        )
+        print(
+            f"  ceiling:   {ceiling:.2f}x, if the parallel sweep had one worker's fixed costs "
+            f"and split the job phase perfectly over {cores} workers"
         )
         median_gap = statistics.median(gaps)
         print(

@@ -48,7 +48,8 @@ def decision_boundary(X, labels, parameters, activation: str, title: str, grid: 
     x1 = np.linspace(X[1].min() - pad, X[1].max() + pad, grid)
     g0, g1 = np.meshgrid(x0, x1)
     plane = np.vstack([g0.ravel(), g1.ravel()]).astype(X.dtype)
-    regions = predict(plane, parameters, hidden_activation=activation).reshape(g0.shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # as in training: saturated weights
+        regions = predict(plane, parameters, hidden_activation=activation).reshape(g0.shape)
     fig, ax = _figure(5, 5)
     extent = (x0[0], x0[-1], x1[0], x1[-1])  # an image of the regions: 3x cheaper than contourf
     ax.imshow(regions, extent=extent, origin="lower", aspect="auto", alpha=0.3, cmap="coolwarm")

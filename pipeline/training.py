@@ -112,8 +112,8 @@ def train(
             if i == iterations:
                 break
             update_parameters(parameters, L_model_backward(AL, data.Y_train, caches), learning_rate)
-    result.seconds = time.perf_counter() - start
-    if result.diverged_at is None:
-        result.train_accuracy = accuracy(data.X_train, data.Y_train, parameters, activation)
-        result.test_accuracy = accuracy(data.X_test, data.Y_test, parameters, activation)
+        result.seconds = time.perf_counter() - start
+        if result.diverged_at is None:  # saturated but finite parameters can still overflow
+            result.train_accuracy = accuracy(data.X_train, data.Y_train, parameters, activation)
+            result.test_accuracy = accuracy(data.X_test, data.Y_test, parameters, activation)
     return result

@@ -3,12 +3,13 @@
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import data
+from pipeline import data, plots
 from pipeline.config import DatasetConfig
 from pipeline.training import layer_dims, train
 
@@ -28,6 +29,15 @@ def test_divergence_stops_at_the_first_non_finite_cost():
     assert result.diverged_at is not None and result.diverged_at < 50
     assert result.steps == list(range(result.diverged_at))
     assert np.isnan(result.test_accuracy)
+
+
+def test_a_saturated_network_finishes_without_numpy_warnings():
+    # lr=100 saturates the net without a NaN cost; predictions then overflow in float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = train(MOONS, layer_dims(2, 3, 64, 1), learning_rate=100.0, iterations=100)
+        plots.decision_boundary(MOONS.X_train, MOONS.Y_train[0], result.parameters, "relu", "t")
+    assert result.diverged_at is None and 0 <= result.test_accuracy <= 1
 
 
 def test_same_inputs_same_curve_bit_for_bit():
