@@ -83,8 +83,10 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
     colours = {rate: matplotlib.colormaps["viridis"](0.85 * norm(rate)) for rate in rates}
     few_widths = len(widths) <= 4
     styles = {w: ["-", "--", ":", "-."][i] if few_widths else "-" for i, w in enumerate(widths)}
+    colour_scale = len(rates) > MAX_PANELS
     fig = Figure(figsize=(4 * len(depths) + 1, 4.2))
-    fig.subplots_adjust(left=0.6 / len(depths) / 4, right=0.88, bottom=0.13, top=0.8, wspace=0.25)
+    right = 0.88 if colour_scale else 0.98  # room for the colour bar
+    fig.subplots_adjust(left=0.6 / len(depths) / 4, right=right, bottom=0.13, top=0.8, wspace=0.25)
     axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)[0]
     for ax, depth in zip(axes, depths, strict=True):
         for row in table[table.depth == depth].itertuples():
@@ -97,7 +99,7 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("train cost J")
     handles = []
-    if len(rates) <= MAX_PANELS:
+    if not colour_scale:
         handles += [Line2D([], [], color=colours[r], label=f"lr {r:g}") for r in rates]
     else:
         scale = matplotlib.cm.ScalarMappable(norm, matplotlib.colormaps["viridis"])
