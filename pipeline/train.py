@@ -60,6 +60,9 @@ def check_overrides(argv: list[str]) -> None:
     Sweep values are checked per job by the sweep callback; ``hydra.*`` is Hydra's own.
     """
     args = get_args_parser().parse_args(argv)
+    modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
+    if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
+        fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
         plain = [

@@ -56,6 +56,7 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
         ("model.width=4,0", "error: model.width=0 is invalid: must be >= 1"),
         ("model.depth=1,deep", "error: model.depth='deep' is invalid: Value 'deep' of type"),
         ("model=default,wide", "error: model=wide is invalid: known options: default, logistic"),
+        ("--cfg=job", "error: give only one of --run, --multirun, --cfg"),
     ],
 )
 def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
