@@ -63,6 +63,8 @@ def check_overrides(argv: list[str]) -> None:
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
     if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
         fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
+    if args.config_path or args.config_dir:  # not our conf/: Hydra checks it itself
+        return
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
         plain = [
