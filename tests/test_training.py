@@ -68,6 +68,7 @@ def test_keep_freed_memory_stops_reallocations_from_page_faulting():
         command = [sys.executable, "-c", REALLOCATION_FAULTS, mode]
         return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
-    default, kept = faults("default"), faults("keep")
-    assert default > 200  # glibc gave the freed arrays back to the kernel (~1,500 faults here)
-    assert kept < default / 20
+    default = faults("default")  # ~1,500 here: glibc gave the freed arrays back to the kernel
+    if default < 100:  # e.g. huge pages fault 2 MB at a time: nothing to save
+        pytest.skip(f"only {default} page faults without keep_freed_memory")
+    assert faults("keep") < default / 20
