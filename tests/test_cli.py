@@ -44,10 +44,7 @@ def test_single_job_from_the_command_line(store, tmp_path):
 def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, message):
     uri, _ = store
     done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip() == message or done.stderr.strip().startswith(message)
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    assert not (tmp_path / "store").exists()
+    assert_refused_in_one_line(done, message, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +59,14 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
 def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
     uri, _ = store
     done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, sweep, cwd=tmp_path)
+    assert_refused_in_one_line(done, message, tmp_path)
+
+
+def assert_refused_in_one_line(done, message, tmp_path):
+    """Exit 2, one line on stderr starting with ``message``, no traceback, no store."""
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message)
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "store").exists()
 
 
