@@ -5,6 +5,7 @@ parameters, and stops at once when the cost stops being finite.
 """
 
 import ctypes
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -41,8 +42,10 @@ class Result:
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
 
 
+@functools.cache
 def keep_freed_memory() -> None:
-    """Let an epoch's freed arrays stay in the process for the next epoch to reuse.
+    """Let an epoch's freed arrays stay in the process for the next epoch to reuse (once
+    per process: the setting is the allocator's).
 
     By default glibc hands a large freed array back to the kernel, and the next epoch's
     array of the same size page-faults it in again: ~10% of an epoch at m = 20,000 in
