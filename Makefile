@@ -7,11 +7,11 @@ PY     := $(BIN)/python
 .DEFAULT_GOAL := help
 SWEEP  ?= default
 ARGS   ?=
-PORT   ?= 5000
-HOST   ?= 127.0.0.1
-# make server: its own store and proxied artifacts under mlruns/ (or BACKEND_URI, e.g. PostgreSQL)
-BACKEND_URI ?= sqlite:///mlruns/server/mlflow.db
-ARTIFACTS   ?= mlruns/server/artifacts
+# PORT and HOST (make ui, make server): default 5000 and 127.0.0.1, set in pipeline/tracking.py
+# make server: its own store and proxied artifacts under mlruns/ unless given (BACKEND_URI may be
+# a PostgreSQL URL); the defaults live in pipeline/server.py
+BACKEND_URI ?=
+ARTIFACTS   ?=
 export PORT
 # MLflow 3 sends usage telemetry unless told not to: never from this project.
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -34,12 +34,12 @@ sweep: $(VENV)  ## run a sweep (SWEEP=default, extra overrides in ARGS="...")
 	$(PY) -m pipeline.train -m sweep=$(SWEEP) $(ARGS)
 
 ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
-	$(PY) -m pipeline.ui --port $(PORT)
+	$(PY) -m pipeline.ui $(if $(HOST),--host $(HOST))
 
 server: $(VENV)  ## a shared MLflow tracking server on HOST:PORT (runs go there with tracking=server)
-	@case "$(BACKEND_URI)" in sqlite:///*) mkdir -p "$(dir $(patsubst sqlite:///%,%,$(BACKEND_URI)))";; esac
-	$(BIN)/mlflow server --backend-store-uri $(BACKEND_URI) --artifacts-destination $(ARTIFACTS) \
-		--serve-artifacts --host $(HOST) --port $(PORT) --workers 2
+	$(PY) -m pipeline.server $(if $(HOST),--host $(HOST)) \
+		$(if $(BACKEND_URI),--backend-store-uri '$(BACKEND_URI)') \
+		$(if $(ARTIFACTS),--artifacts-destination '$(ARTIFACTS)')
 
 reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run id or config.yaml>
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }

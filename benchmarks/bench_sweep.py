@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import config, plots, tracking
+from pipeline import config, plots, process, tracking
 from pipeline import data as datasets
 from pipeline.job import run_job
 from pipeline.training import layer_dims, train
@@ -147,6 +147,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     extra = args.sweep_args.split()
+    process.tune_for_jobs()  # as a sweep's worker runs its jobs
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)

@@ -1,7 +1,9 @@
 """The structured-config schema (registered in Hydra's ConfigStore) and the checks on its values.
 
-Hydra types every key from these dataclasses when it composes ``conf/``; ``validate``
-then checks the ranges, before any data is loaded or any MLflow run is created.
+The dataclasses below are the one place where every key's type and default value live;
+the options in ``conf/`` say only what differs from them. Hydra types every key from
+this schema when it composes ``conf/``; ``validate`` then checks the ranges, before any
+data is loaded or any MLflow run is created.
 """
 
 import math
@@ -15,16 +17,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.data import DATASETS, SYNTHETIC, n_classes_of
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
-from pipeline.nn.initialization import INIT_SCALES
-
-DTYPES = ("float64", "float32")
+from pipeline.nn.initialization import DTYPES, INIT_SCALES
 
 
 @dataclass
 class DatasetConfig:
     name: str = "moons"
-    n_samples: int = 1000  # synthetic sets only
-    noise: float = 0.2  # synthetic sets only
+    n_samples: int = 1000  # synthetic sets only (the bundled ones have a fixed size)
+    noise: float = 0.2  # synthetic sets only: moons and circles' noise, blobs' cluster std,
+    # classification's fraction of flipped labels
     n_features: int = 2  # blobs and classification only
     n_classes: int = 2  # blobs and classification only
     test_size: float = 0.25
@@ -34,17 +35,17 @@ class DatasetConfig:
 class ModelConfig:
     depth: int = 2  # hidden layers; 0 is logistic regression
     width: int = 16  # units per hidden layer
-    activation: str = "relu"
-    init: str = "he"
+    activation: str = "relu"  # relu, leaky_relu, tanh, sigmoid
+    init: str = "he"  # he, xavier, small (x0.01)
 
 
 @dataclass
 class TrainConfig:
     learning_rate: float = 0.1
     iterations: int = 2000
-    log_every: int = 20
-    dtype: str = "float64"
-    blas_threads: int = 1
+    log_every: int = 20  # 100 points of train_cost and test_cost
+    dtype: str = "float64"  # float32 is about twice as fast
+    blas_threads: int = 1  # one BLAS thread per job, one job per core
 
 
 @dataclass
@@ -59,8 +60,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = 0
-    sweep_name: str = "sweep"
+    seed: int = 0  # seeds the data, the split and the initialisation
+    sweep_name: str = "sweep"  # the prefix of a sweep's parent run name
+
+
+# Keys added to the schema after configs were first recorded, each with the value that means
+# the behaviour from before it existed: a recorded config.yaml that lacks one reproduces with it.
+ADDED_LATER: dict[str, Any] = {}
 
 
 def register() -> None:

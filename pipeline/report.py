@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from pipeline import plots, results, tracking
-from pipeline.cli import InputError, fail, skip_final_collection
+from pipeline import plots, process, results, tracking
+from pipeline.errors import InputError, fail
 
 SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "test_cost",
          "train_accuracy", "test_accuracy", "seconds"]  # fmt: skip
@@ -37,10 +36,7 @@ def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, li
         if latest is None:
             raise InputError(f"the store {client.tracking_uri} has no runs: run `make sweep` first")
         run_id = latest.info.run_id
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
+    run = tracking.get_run(client, run_id)
     if tracking.SWEEP_TAG in run.data.tags:
         return run.info.run_name, tracking.child_runs(client, run_id), run_id
     if args.sweep:
@@ -75,9 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--run", metavar="RUN_ID", help="a single run")
     parser.add_argument("--out", default="reports", help="folder for the report (default reports/)")
     parser.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
-    parser.add_argument(
-        "--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI or mlruns/)"
-    )
+    tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
     client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
     try:
@@ -99,5 +93,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    skip_final_collection()
+    process.skip_final_collection()
     main()

@@ -22,9 +22,9 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import tracking
-from pipeline.cli import InputError, fail, skip_final_collection
+from pipeline import process, tracking
 from pipeline.config import Config, ConfigError, validate
+from pipeline.errors import InputError, fail
 from pipeline.job import run_job, run_name
 
 CURVES = ("train_cost", "test_cost")
@@ -48,10 +48,7 @@ def parse_config(text: str, source: str) -> DictConfig:
 
 def recorded_config(client: MlflowClient, run_id: str) -> tuple[DictConfig, str]:
     """The config.yaml of ``run_id`` and the run's experiment id."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
+    run = tracking.get_run(client, run_id)
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = download_artifacts(
@@ -158,9 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("target", help="a run id, or the path of a config.yaml")
     parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
     parser.add_argument("--against", help="with a config file: the run id to compare with")
-    parser.add_argument(
-        "--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI or mlruns/)"
-    )
+    tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -170,5 +165,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    skip_final_collection()
+    process.tune_for_jobs()  # it trains
     main()

@@ -1,12 +1,13 @@
-"""Reading runs back from MLflow into pandas: a sweep's table, its summary and its plots."""
+"""Reading runs back from MLflow into pandas: a sweep's table, its counts and its summary.
 
-from functools import partial
+This module only reads; what a sweep writes on its parent run is ``pipeline.sweep``'s.
+"""
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import plots, tracking
+from pipeline import tracking
 
 COLUMNS = {
     "params.model.depth": "depth",
@@ -27,7 +28,7 @@ def latest_sweep(client: MlflowClient):
         return None
     runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=200)
     sweeps = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
-    singles = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    singles = [r for r in runs if tracking.parent_of(r) is None]
     return (sweeps or singles or [None])[0]
 
 
@@ -54,6 +55,13 @@ def sweep_table(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
     return runs_table(tracking.child_runs(client, parent_run_id))
 
 
+def status_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many runs ended in each status, FINISHED first: {"FINISHED": 25, "FAILED": 2}."""
+    counts = table.status.value_counts()
+    order = sorted(counts.index, key=lambda status: (status != "FINISHED", status))
+    return {status: int(counts[status]) for status in order}
+
+
 def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
     finished = table[table.status == "FINISHED"]
     metrics = {
@@ -72,26 +80,6 @@ def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, li
         history = client.get_metric_history(run_id, "train_cost")
         curves[run_id] = ([m.step for m in history], [m.value for m in history])
     return curves
-
-
-def record_sweep(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
-    """The comparison table, the best child and all cost curves, on the parent run."""
-    finished = table[table.status == "FINISHED"]
-    if len(finished):
-        best = finished.iloc[0]
-        client.set_tag(parent_run_id, "best_run_id", best.run_id)
-        client.set_tag(parent_run_id, "best_run", best.run)
-    curves = train_cost_curves(client, table.run_id)
-    by_name = {row.run: curves[row.run_id] for row in table.itertuples()}
-    figure = plots.overlaid_curves(by_name, "train cost of every job")
-    tracking.log_files(
-        client,
-        parent_run_id,
-        {
-            "comparison.csv": lambda path: path.write_text(table.to_csv(index=False)),
-            "cost_curves.png": partial(plots.save_png, figure),
-        },
-    )
 
 
 def summary(table: pd.DataFrame, seconds: float, top: int = 5) -> str:

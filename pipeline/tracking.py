@@ -4,6 +4,7 @@ Everything goes through an explicit ``MlflowClient`` and run id (no fluent "acti
 run"), so a job's run is never confused with another's in the same process.
 """
 
+import argparse
 import functools
 import os
 import subprocess
@@ -16,19 +17,35 @@ from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+
+from pipeline.errors import InputError
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
+NOTE = "mlflow.note.content"  # a run's description, shown on its page in the UI
 SQLITE = "sqlite:///"
+# The MLflow UI (3.4+) opens an experiment in its "Model training" mode, not the GenAI one,
+# when the experiment carries this tag (3.4 to 3.16) or the address asks for it (3.17).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+MODEL_TRAINING = "workflowType=machine_learning"
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `make ui` and `make server` listen by default
 
 
 def tracking_uri(configured: str | None = None) -> str:
     """``tracking.uri`` if set, else $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or SQLITE + str((DEFAULT_STORE / "mlflow.db").resolve())
+
+
+def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--tracking-uri`` option every command line that reads runs shares."""
+    parser.add_argument(
+        "--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI or mlruns/mlflow.db)"
+    )
 
 
 @functools.cache
@@ -42,7 +59,10 @@ def connect(uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if needed, with artifacts beside a SQLite store."""
+    """The id of experiment ``name``, created if needed, with artifacts beside a SQLite store.
+
+    Experiments open in the UI's "Model training" mode (EXPERIMENT_KIND).
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -51,9 +71,11 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     if uri.startswith(SQLITE):
         location = (Path(uri.removeprefix(SQLITE)).parent / "artifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # created meanwhile by another process
-        return client.get_experiment_by_name(name).experiment_id
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    return client.get_experiment_by_name(name).experiment_id  # another process created it
 
 
 def start_run(
@@ -138,10 +160,21 @@ def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: 
     inputs = [DatasetInput(dataset._to_mlflow_entity(), [tag])]
     try:
         client.log_inputs(run_id, datasets=inputs)
-    except MlflowException:
+    except MlflowException as error:
         # Jobs of a sweep that insert the same new data set at the same moment race for its
         # unique key and one loses; its second try finds the data set and only links it.
+        if not is_duplicate_key(error):
+            raise
         client.log_inputs(run_id, datasets=inputs)
+
+
+# How a unique-key violation reads in SQLite's, PostgreSQL's and MySQL's drivers, as MLflow's
+# stores wrap it (over REST only the message survives).
+DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+
+
+def is_duplicate_key(error: MlflowException) -> bool:
+    return any(text in error.message for text in DUPLICATE_KEY)
 
 
 def log_files(
@@ -152,6 +185,19 @@ def log_files(
         for name, write in writers.items():
             write(Path(folder) / name)
         client.log_artifacts(run_id, folder)
+
+
+def parent_of(run: Run) -> str | None:
+    """The run id of ``run``'s parent (a sweep's), or None for a run of its own."""
+    return run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    """The run ``run_id``; InputError naming the store if there is none."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise InputError(f"run {run_id!r} not found in {client.tracking_uri}") from None
 
 
 def child_runs(client: MlflowClient, parent_run_id: str, *, running_only: bool = False) -> list:
@@ -175,9 +221,20 @@ def is_running(client: MlflowClient, run_id: str) -> bool:
     return client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING)
 
 
-def runs_table_url(base: str, experiment: str) -> str:
-    """The UI's runs table (MLflow 3 opens an experiment on its GenAI overview otherwise)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs"
+def ui_address(host: str = UI_HOST, port: int | str | None = None) -> str:
+    """Where `make ui` or `make server` serves the UI: $PORT (as in the Makefile) by default."""
+    return f"http://{host}:{port or os.environ.get('PORT', UI_PORT)}"
+
+
+def experiments_url(base: str | None = None) -> str:
+    """The UI's list of experiments, in its "Model training" mode."""
+    return f"{(base or ui_address()).rstrip('/')}/#/experiments?{MODEL_TRAINING}"
+
+
+def runs_table_url(experiment: str, base: str | None = None) -> str:
+    """The UI's runs table of ``experiment`` in its "Model training" mode (MLflow 3 opens an
+    experiment in its GenAI mode otherwise, whose sidebar has traces, not runs)."""
+    return f"{(base or ui_address()).rstrip('/')}/#/experiments/{experiment}/runs?{MODEL_TRAINING}"
 
 
 @functools.cache

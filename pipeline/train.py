@@ -1,7 +1,8 @@
 """Entry point: ``python -m pipeline.train [overrides]`` runs one job; with ``-m``, a sweep.
 
 Thin wiring: Hydra composes conf/, pipeline.job runs the job, pipeline.sweep (a Hydra
-callback) owns the sweep's parent run.
+callback) owns the sweep's parent run. Before Hydra starts, every job's config is checked
+here, so that a bad value is one line and exit 2 before anything is created.
 """
 
 import logging
@@ -18,8 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import config, sweep
-from pipeline.cli import fail, skip_final_collection
+from pipeline import config, process, sweep, tracking
+from pipeline.errors import fail
 
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -28,7 +29,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test accuracy, which a search maximises; None (a failed trial) if diverged."""
-    skip_final_collection()  # also in a sweep's worker processes
+    process.tune_for_jobs()  # also in a sweep's worker processes
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
@@ -49,15 +50,22 @@ def main(cfg: DictConfig) -> float | None:
         if parent:  # a sweep's job: Hydra records it as failed
             raise
         fail(error)
-    sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num if parent else None)
+    if parent:
+        sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num)
+    else:
+        r = outcome.result
+        accuracy = (
+            "diverged" if r.diverged_at is not None else f"test accuracy {r.test_accuracy:.3f}"
+        )
+        print(f"{outcome.status} run {outcome.run_id}: {accuracy}, {r.seconds:.1f}s", flush=True)
+        print(f"runs table (after `make ui`): {tracking.runs_table_url(outcome.experiment_id)}")
     return outcome.result.test_accuracy if outcome.status == "FINISHED" else None
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Compose conf/ with the command line's plain overrides; exit 2 with one line if Hydra
-    cannot (unknown key or option, wrong type), where Hydra would print several and exit 1.
-
-    Sweep values are checked per job by the sweep callback; ``hydra.*`` is Hydra's own.
+    """Compose conf/ with the command line and validate the job's config, or with ``-m``
+    every job of the sweep; exit 2 with one line if any is bad (Hydra would print several
+    lines and exit 1, or fail a job only once the sweep runs). ``hydra.*`` is Hydra's own.
     """
     args = get_args_parser().parse_args(argv)
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
@@ -65,20 +73,22 @@ def check_overrides(argv: list[str]) -> None:
         fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
     if args.config_path or args.config_dir:  # not our conf/: Hydra checks it itself
         return
+    name = args.config_name or "config"
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
-        plain = [
-            o.input_line
-            for o in overrides
-            if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
-        ]
+        task = [o.input_line for o in overrides if not o.key_or_group.startswith("hydra")]
+        plain = [o.input_line for o in overrides if not o.is_sweep_override()]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            compose(args.config_name or "config", overrides=plain)
-    except (HydraException, OmegaConfBaseException) as error:
+            cfg = compose(name, overrides=plain, return_hydra_config=True)
+            if args.multirun:
+                sweep.check_jobs(name, sweep.planned_jobs(cfg.hydra.sweeper, task))
+            else:
+                config.validate(cfg)
+    except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
         fail(config.error_line(error))
 
 
 if __name__ == "__main__":
-    skip_final_collection()
+    process.tune_for_jobs()
     check_overrides(sys.argv[1:])
     main()

@@ -4,8 +4,6 @@ It knows nothing of Hydra or MLflow: it returns the cost curves and the trained
 parameters, and stops at once when the cost stops being finite.
 """
 
-import ctypes
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -25,10 +23,6 @@ from pipeline.nn import (
 
 log = logging.getLogger(__name__)
 
-# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MAX_MMAP_THRESHOLD = 32 * 2**20
-
 
 @dataclass
 class Result:
@@ -40,23 +34,6 @@ class Result:
     test_accuracy: float = float("nan")
     seconds: float = 0.0
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
-
-
-@functools.cache
-def keep_freed_memory() -> None:
-    """Let an epoch's freed arrays stay in the process for the next epoch to reuse (once
-    per process: the setting is the allocator's).
-
-    By default glibc hands a large freed array back to the kernel, and the next epoch's
-    array of the same size page-faults it in again: ~10% of an epoch at m = 20,000 in
-    float64. Raising the mmap and trim thresholds keeps the memory. No-op off glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD)
-    mallopt(M_TRIM_THRESHOLD, 2**30)
 
 
 def layer_dims(n_x: int, depth: int, width: int, n_y: int) -> list[int]:
@@ -90,7 +67,6 @@ def train(
     The curves end with one more point at step ``iterations``: the cost of the trained
     parameters. Training stops at the first iteration whose cost is not finite.
     """
-    keep_freed_memory()
     parameters = initialize_parameters_deep(dims, init=init, seed=seed, dtype=data.X_train.dtype)
     result = Result(parameters)
     start = time.perf_counter()

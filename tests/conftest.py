@@ -12,9 +12,14 @@ config.register()
 
 @pytest.fixture
 def compose_config():
-    """compose(overrides) -> the composed config, as Hydra builds it for a job."""
+    """compose(*overrides, hydra=False) -> the composed config, as Hydra builds it for a job
+    (with Hydra's own node if ``hydra``)."""
+
+    def composed(*overrides: str, hydra: bool = False):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        yield lambda *overrides: compose("config", overrides=list(overrides))
+        yield composed
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pipeline import tracking
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
@@ -54,3 +56,10 @@ def fetch(url: str, body: dict | None = None, timeout: float = 60) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def parents_and_children(client) -> tuple[list, list]:
+    """The store's runs split into runs of their own (sweeps' parents) and sweeps' children."""
+    runs = all_runs(client)
+    children = [r for r in runs if tracking.parent_of(r)]
+    return [r for r in runs if not tracking.parent_of(r)], children

@@ -9,7 +9,7 @@ import time
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import all_runs, run_cli
+from tests.helpers import all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = ["train.iterations=40", "train.log_every=4"]
@@ -22,7 +22,8 @@ def test_single_job_from_the_command_line(store, tmp_path):
     (run,) = all_runs(client())
     assert run.info.status == "FINISHED"
     assert f"FINISHED run {run.info.run_id}" in done.stdout
-    assert f"#/experiments/{run.info.experiment_id}/runs" in done.stdout
+    runs_table = f"#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning"
+    assert runs_table in done.stdout
     assert run.data.tags["hydra.overrides"] == f"tracking.uri={uri} " + " ".join(QUICK)
     assert len(client().get_metric_history(run.info.run_id, "train_cost")) == 11
 
@@ -80,17 +81,10 @@ def sweep(uri, tmp_path, *overrides):
     return done
 
 
-def children_and_parent(client):
-    runs = all_runs(client)
-    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
-    return parents, children
-
-
 def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     uri, client = store
     done = sweep(uri, tmp_path, "model.depth=1,2", "model.width=4,8", "train.learning_rate=0.5")
-    (parent,), children = children_and_parent(client())
+    (parent,), children = parents_and_children(client())
     assert len(children) == 4
     assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"} and parent.info.status == "FINISHED"
@@ -106,13 +100,19 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     assert artifacts == {"comparison.csv", "cost_curves.png"}
     assert done.stdout.count("[job ") == 4 and "/4]" in done.stdout
     assert "4 finished, 0 failed" in done.stdout and "best runs:" in done.stdout
-    assert f"#/experiments/{parent.info.experiment_id}/runs" in done.stdout
+    runs_table = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+    assert runs_table in done.stdout
+    note = parent.data.tags["mlflow.note.content"]  # the parent's description in the UI
+    swept = "Swept model.depth in {1, 2} x model.width in {4, 8}: 4 jobs, 4 finished."
+    assert note.startswith(swept)
+    assert f"Best run: **{best.info.run_name}**" in note
+    assert f'make report ARGS="--sweep {parent.info.run_id}"' in note
 
 
 def test_diverging_job_fails_while_its_sibling_finishes(store, tmp_path):
     uri, client = store
     sweep(uri, tmp_path, "model.depth=3", "model.width=64", "train.learning_rate=0.1,10")
-    (parent,), children = children_and_parent(client())
+    (parent,), children = parents_and_children(client())
     status = {c.info.run_name: c.info.status for c in children}
     assert status == {"d3-w64-lr0.1": "FINISHED", "d3-w64-lr10": "FAILED"}
     failed = next(c for c in children if c.info.status == "FAILED")
@@ -147,7 +147,7 @@ def test_ctrl_c_leaves_no_run_running(store, tmp_path):
     finally:
         if group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
-    parents, children = children_and_parent(client())
+    parents, children = parents_and_children(client())
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} == {"KILLED"}
 
@@ -168,7 +168,7 @@ def test_sweep_through_the_submitit_local_launcher(store, tmp_path):
     uri, client = store
     sweep(uri, tmp_path, "hydra/launcher=submitit_local", "model.depth=1,2", "model.width=4",
           "train.learning_rate=0.5")  # fmt: skip
-    (parent,), children = children_and_parent(client())
+    (parent,), children = parents_and_children(client())
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"

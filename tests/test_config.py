@@ -4,6 +4,7 @@ import pytest
 from hydra.errors import HydraException
 
 from pipeline.config import ConfigError, error_line, validate
+from pipeline.sweep import check_jobs, planned_jobs
 from tests.helpers import CONF
 
 GROUPS = ["dataset", "model", "train", "tracking"]
@@ -23,10 +24,43 @@ def test_every_group_option_composes_and_validates(compose_config, override):
 
 
 @pytest.mark.parametrize("sweep", options("sweep"))
-def test_every_named_sweep_composes(compose_config, sweep):
-    cfg = compose_config(f"sweep={sweep}")
-    validate(cfg)
+def test_every_job_of_every_named_sweep_is_valid(compose_config, sweep):
+    cfg = compose_config(f"sweep={sweep}", hydra=True)
     assert cfg.sweep_name == sweep
+    jobs = planned_jobs(cfg.hydra.sweeper, [f"sweep={sweep}"])
+    assert len(jobs) >= 2 and all(f"sweep={sweep}" in job for job in jobs)
+    check_jobs("config", jobs)
+
+
+def test_the_default_grid_is_every_combination(compose_config):
+    cfg = compose_config("sweep=default", hydra=True)
+    jobs = planned_jobs(cfg.hydra.sweeper, ["sweep=default", "model.depth=1,2"])
+    assert len(jobs) == 2 * 3 * 3  # the command line's values replace the file's
+    assert jobs[0] == ["model.depth=1", "model.width=64", "train.learning_rate=0.01",
+                       "sweep=default"]  # fmt: skip
+
+
+def test_the_search_space_is_checked_at_its_corners(compose_config):
+    cfg = compose_config("sweep=search", hydra=True)
+    jobs = planned_jobs(cfg.hydra.sweeper, ["sweep=search"])
+    depths = {o for job in jobs for o in job if o.startswith("model.depth=")}
+    widths = {o for job in jobs for o in job if o.startswith("model.width=")}
+    assert depths == {f"model.depth={d}" for d in range(5)}
+    assert widths == {"model.width=2", "model.width=128"}
+    assert len(jobs) == 5 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("typo", "message"),
+    [
+        ("model.activation=relu,gelu", "model.activation='gelu' is invalid"),
+        ("model.width=choice(8,0)", "model.width=0 is invalid: must be >= 1"),
+    ],
+)
+def test_a_bad_value_in_a_sweep_is_a_config_error_not_an_exit(compose_config, typo, message):
+    cfg = compose_config("sweep=default", hydra=True)
+    with pytest.raises(ConfigError, match=message):
+        check_jobs("config", planned_jobs(cfg.hydra.sweeper, ["sweep=default", typo]))
 
 
 def test_defaults(compose_config):

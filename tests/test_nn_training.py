@@ -66,7 +66,13 @@ def test_float32_is_kept_end_to_end(n_out):
     arrays = [AL, *parameters.values(), *grads.values()]
     arrays += [a for cache in caches for a in (cache.linear_cache.A_prev, cache.activation_cache.A)]
     assert {a.dtype for a in arrays} == {np.dtype(np.float32)}
-    assert isinstance(compute_cost(AL, Y), float)
+    # the cost of float32 predictions: a Python float equal to the float64 cross-entropy
+    a = AL.astype(np.float64)
+    # the probability given to each example's true class: a, 1 - a, or a[k] for one-hot Y
+    p_true = np.where(Y == 1, a, 1 - a) if n_out == 1 else a[Y == 1]
+    expected = -np.log(p_true).mean()
+    cost = compute_cost(AL, Y)
+    assert type(cost) is float and cost == pytest.approx(expected, rel=1e-6)
 
 
 def test_same_seed_same_parameters_and_global_state_untouched():

@@ -1,10 +1,9 @@
 """Reproduction from a run's recorded config: bit-for-bit curves, and one-line errors."""
 
 import pytest
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipeline.job import run_job
-from tests.helpers import all_runs, run_cli
+from tests.helpers import all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +69,7 @@ def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    child = next(r for r in all_runs(client()) if r.data.tags.get(MLFLOW_PARENT_RUN_ID))
+    child = parents_and_children(client())[1][0]
     done = reproduce(uri, child.info.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical" in done.stdout

@@ -2,9 +2,8 @@
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import all_runs, run_cli
+from tests.helpers import parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -15,9 +14,7 @@ def search(uri, tmp_path, *overrides):
         "train=quick", *overrides, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = all_runs(MlflowClient(uri))
-    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    parents, children = parents_and_children(MlflowClient(uri))
     return done, parents, children
 
 

@@ -21,11 +21,16 @@ def server(tmp_path):
     process = subprocess.Popen(
         ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
          f"BACKEND_URI=sqlite:///{tmp_path / 'server' / 'mlflow.db'}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        assert fetch(f"{base}/health", timeout=120) == b"OK"
+        first_line = process.stdout.readline()  # printed once the server answers
+        assert first_line.startswith(f"MLflow tracking server on {base}"), first_line
+        ui = f"{base}/#/experiments?workflowType=machine_learning"
+        assert ui in process.stdout.readline()
+        assert fetch(f"{base}/health", timeout=10) == b"OK"
         yield base, port
     finally:
         os.killpg(process.pid, signal.SIGTERM)

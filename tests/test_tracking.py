@@ -1,4 +1,4 @@
-"""The tracking layer under the conditions of a parallel sweep: several processes, one store."""
+"""The tracking layer: experiments, the errors it catches, a parallel sweep's races on a store."""
 
 import subprocess
 import sys
@@ -6,11 +6,10 @@ import textwrap
 import time
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from pipeline import tracking
 from tests.helpers import ROOT
-
-pytestmark = pytest.mark.slow
 
 # Logs data sets ds0, ds1, ... as inputs of new runs; waits for a start time first, so two
 # copies insert the same new data sets at the same moments.
@@ -28,6 +27,7 @@ LOG_DATASETS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_logging_the_same_new_data_sets_both_succeed(store):
     uri, client = store
     experiment = tracking.experiment_id(tracking.connect(uri), "race")
@@ -44,3 +44,21 @@ def test_two_processes_logging_the_same_new_data_sets_both_succeed(store):
     # each data set stored once, shared by the two runs that logged it
     datasets = {(i.dataset.name, i.dataset.digest) for r in runs for i in r.inputs.dataset_inputs}
     assert len(datasets) == n
+
+
+def test_experiments_open_in_the_model_training_mode(store):
+    uri, client = store
+    experiment = tracking.experiment_id(tracking.connect(uri), "kind")
+    assert client().get_experiment(experiment).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
+    assert tracking.experiment_id(tracking.connect(uri), "kind") == experiment  # found again
+
+
+def test_only_the_races_own_errors_are_caught(store):
+    uri, _ = store
+    with pytest.raises(MlflowException, match="name"):  # not a race: an invalid name
+        tracking.experiment_id(tracking.connect(uri), "")
+    duplicate = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id"
+    assert tracking.is_duplicate_key(MlflowException(duplicate))
+    assert not tracking.is_duplicate_key(MlflowException("Run with id=feedbeef not found"))

@@ -1,8 +1,5 @@
 """The training loop: curves at the right steps, divergence stops at once, bit-for-bit repeats."""
 
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -13,62 +10,37 @@ from pipeline import data, plots
 from pipeline.config import DatasetConfig
 from pipeline.training import layer_dims, train
 
-MOONS = data.load(OmegaConf.structured(DatasetConfig(n_samples=400)), seed=0)
+
+@pytest.fixture(scope="module")
+def moons():
+    return data.load(OmegaConf.structured(DatasetConfig(n_samples=400)), seed=0)
 
 
-def test_curves_are_logged_every_log_every_and_at_the_end():
-    result = train(MOONS, layer_dims(2, 2, 8, 1), learning_rate=0.5, iterations=95, log_every=10)
+def test_curves_are_logged_every_log_every_and_at_the_end(moons):
+    result = train(moons, layer_dims(2, 2, 8, 1), learning_rate=0.5, iterations=95, log_every=10)
     assert result.steps == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
     assert len(result.train_cost) == len(result.test_cost) == 11
     assert result.train_cost[-1] < result.train_cost[0]
     assert 0.5 < result.test_accuracy <= 1 and result.diverged_at is None
 
 
-def test_divergence_stops_at_the_first_non_finite_cost():
-    result = train(MOONS, layer_dims(2, 3, 64, 1), learning_rate=10.0, iterations=500, log_every=1)
+def test_divergence_stops_at_the_first_non_finite_cost(moons):
+    result = train(moons, layer_dims(2, 3, 64, 1), learning_rate=10.0, iterations=500, log_every=1)
     assert result.diverged_at is not None and result.diverged_at < 50
     assert result.steps == list(range(result.diverged_at))
     assert np.isnan(result.test_accuracy)
 
 
-def test_a_saturated_network_finishes_without_numpy_warnings():
+def test_a_saturated_network_finishes_without_numpy_warnings(moons):
     # lr=100 saturates the net without a NaN cost; predictions then overflow in float64
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        result = train(MOONS, layer_dims(2, 3, 64, 1), learning_rate=100.0, iterations=100)
-        plots.decision_boundary(MOONS.X_train, MOONS.Y_train[0], result.parameters, "relu", "t")
+        result = train(moons, layer_dims(2, 3, 64, 1), learning_rate=100.0, iterations=100)
+        plots.decision_boundary(moons.X_train, moons.Y_train[0], result.parameters, "relu", "t")
     assert result.diverged_at is None and 0 <= result.test_accuracy <= 1
 
 
-def test_same_inputs_same_curve_bit_for_bit():
-    a = train(MOONS, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
-    b = train(MOONS, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
+def test_same_inputs_same_curve_bit_for_bit(moons):
+    a = train(moons, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
+    b = train(moons, layer_dims(2, 2, 8, 1), seed=5, iterations=50, log_every=5)
     assert a.train_cost == b.train_cost and a.test_cost == b.test_cost
-
-
-# Frees three 10 MB arrays, then counts the page faults of allocating them again.
-REALLOCATION_FAULTS = textwrap.dedent("""
-    import resource, sys
-    import numpy as np
-    from pipeline.training import keep_freed_memory
-    if sys.argv[1] == "keep":
-        keep_freed_memory()
-    for round in range(2):
-        if round == 1:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        arrays = [np.ones((64, 20_000)) for _ in range(3)]
-        del arrays
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-""")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_keep_freed_memory_stops_reallocations_from_page_faulting():
-    def faults(mode: str) -> int:
-        command = [sys.executable, "-c", REALLOCATION_FAULTS, mode]
-        return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-
-    default = faults("default")  # ~1,500 here: glibc gave the freed arrays back to the kernel
-    if default < 100:  # e.g. huge pages fault 2 MB at a time: nothing to save
-        pytest.skip(f"only {default} page faults without keep_freed_memory")
-    assert faults("keep") < default / 20

@@ -27,7 +27,8 @@ def test_ui_serves_the_store_and_points_at_the_runs_table(compose_config, store,
     try:
         first_line = process.stdout.readline().decode()
         base = f"http://127.0.0.1:{port}"
-        assert f"{base}/#/experiments/{outcome.experiment_id}/runs" in first_line
+        runs_table = f"{base}/#/experiments/{outcome.experiment_id}/runs"
+        assert f"{runs_table}?workflowType=machine_learning" in first_line  # "Model training"
         assert b"<html" in fetch(base)[:1000].lower()
         search = {"experiment_ids": [outcome.experiment_id]}
         runs = json.loads(fetch(f"{base}/api/2.0/mlflow/runs/search", search))

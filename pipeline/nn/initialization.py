@@ -20,7 +20,7 @@ INIT_SCALES: dict[str, Callable[[int], float]] = {
     "small": lambda n_prev: 0.01,
 }
 
-DTYPES = (np.float32, np.float64)
+DTYPES = ("float64", "float32")  # the dtypes every array of the network may have
 
 
 def initialize_parameters_deep(
@@ -35,8 +35,8 @@ def initialize_parameters_deep(
     if init not in INIT_SCALES:
         raise ValueError(f"init must be one of {', '.join(INIT_SCALES)}; got {init!r}")
     dtype = np.dtype(dtype)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be float32 or float64; got {dtype.name!r}")
+    if dtype.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype.name!r}")
 
     rng = np.random.default_rng(seed)
     scale = INIT_SCALES[init]

@@ -1,0 +1,49 @@
+"""Process-wide settings for the entry points: the CLIs and a sweep's worker processes.
+
+Library code never calls these: importing the training loop in a notebook or a test must
+leave that process's allocator and garbage collector as they were.
+"""
+
+import atexit
+import ctypes
+import functools
+import gc
+
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MAX_MMAP_THRESHOLD = 32 * 2**20
+
+
+def tune_for_jobs() -> None:
+    """Every setting an entry point that trains or tracks wants; harmless to call again."""
+    keep_freed_memory()
+    skip_final_collection()
+
+
+@functools.cache
+def keep_freed_memory() -> None:
+    """Let an epoch's freed arrays stay in the process for the next epoch to reuse (once
+    per process: the setting is the allocator's).
+
+    By default glibc hands a large freed array back to the kernel, and the next epoch's
+    array of the same size page-faults it in again: ~10% of an epoch at m = 20,000 in
+    float64. Raising the mmap and trim thresholds keeps the memory. No-op off glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, 2**30)
+
+
+@functools.cache
+def skip_final_collection() -> None:
+    """Let the process exit without the interpreter's last full garbage collection.
+
+    With MLflow, scikit-learn and matplotlib loaded it takes ~1 s, in the launcher and in
+    every sweep worker, and frees nothing the OS would not. ``gc.freeze`` only exempts the
+    objects still alive from that collection: every atexit handler (ending runs, flushing
+    logs) still runs, and our files are closed where they are written.
+    """
+    atexit.register(gc.freeze)

@@ -1,0 +1,73 @@
+"""Process settings: only entry points make them, and each does what it says."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.helpers import ROOT
+
+EXIT_ORDER = textwrap.dedent("""
+    import atexit, gc
+    atexit.register(lambda: print("frozen" if gc.get_freeze_count() else "not frozen"))
+    from pipeline.process import skip_final_collection
+    skip_final_collection()
+    skip_final_collection()  # asking twice is harmless
+    atexit.register(lambda: print("frozen" if gc.get_freeze_count() else "not frozen"))
+""")
+
+
+def python(code: str, *args: str) -> str:
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_heap_is_frozen_only_after_the_handlers_registered_later():
+    # atexit runs last-registered first: the later handler sees nothing frozen yet
+    assert python(EXIT_ORDER).split("\n")[:2] == ["not frozen", "frozen"]
+
+
+# Frees three 10 MB arrays, then counts the page faults of allocating them again.
+REALLOCATION_FAULTS = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    from pipeline.process import keep_freed_memory
+    if sys.argv[1] == "keep":
+        keep_freed_memory()
+    for round in range(2):
+        if round == 1:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        arrays = [np.ones((64, 20_000)) for _ in range(3)]
+        del arrays
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_stops_reallocations_from_page_faulting():
+    default = int(python(REALLOCATION_FAULTS, "default"))  # ~1,500: memory given back
+    if default < 100:  # e.g. huge pages fault 2 MB at a time: nothing to save
+        pytest.skip(f"only {default} page faults without keep_freed_memory")
+    assert int(python(REALLOCATION_FAULTS, "keep")) < default / 20
+
+
+# Trains and tracks a job the way a notebook would, then reports what was tuned.
+LIBRARY_USE = textwrap.dedent("""
+    import atexit, gc, sys
+    from hydra import compose, initialize_config_dir
+    from pipeline import config, process
+    from pipeline.job import run_job
+    config.register()
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        cfg = compose("config", overrides=[f"tracking.uri={sys.argv[2]}", "train=quick"])
+    run_job(cfg)
+    tuned = [f.__name__ for f in (process.keep_freed_memory, process.skip_final_collection)
+             if f.cache_info().currsize]
+    atexit.register(lambda: print("tuned:", tuned, "frozen:", gc.get_freeze_count() > 0))
+""")
+
+
+def test_library_code_leaves_the_process_as_it_was(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert python(LIBRARY_USE, str(ROOT / "conf"), uri).strip() == "tuned: [] frozen: False"
