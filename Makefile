@@ -30,8 +30,9 @@ $(VENV): pyproject.toml
 
 install: $(VENV)  ## create .venv and install the project with its dev tools
 
-sweep: $(VENV)  ## run a sweep (SWEEP=default, extra overrides in ARGS="...")
-	$(PY) -m pipeline.train -m sweep=$(SWEEP) $(ARGS)
+sweep: $(VENV)  ## run a sweep (SWEEP=default, ARGS="overrides"; RESUME=<parent id>|latest; DRY=1)
+	$(PY) -m pipeline.train -m $(if $(RESUME),--resume $(RESUME),sweep=$(SWEEP)) \
+		$(if $(DRY),--dry-run) $(ARGS)
 
 ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
 	$(PY) -m pipeline.ui $(if $(HOST),--host $(HOST))

@@ -6,13 +6,15 @@ this schema when it composes ``conf/``; ``validate`` then checks the ranges, bef
 data is loaded or any MLflow run is created.
 """
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.data import DATASETS, SYNTHETIC, n_classes_of
@@ -72,6 +74,22 @@ ADDED_LATER: dict[str, Any] = {}
 def register() -> None:
     """Put the schema in Hydra's ConfigStore as ``config_schema``, for conf/config.yaml."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+# What cannot change a job's result: where it is tracked and the name of its sweep.
+NOT_IN_DIGEST = ("tracking", "sweep_name", "hydra")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A stable hash of the job's fully resolved config, leaving out NOT_IN_DIGEST: equal
+    digests mean equal curves, bit for bit (train.dtype and train.blas_threads count)."""
+    kept = {key: _resolved(cfg[key]) for key in cfg if key not in NOT_IN_DIGEST}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _resolved(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline import data as datasets
 from pipeline import plots, tracking
-from pipeline.config import validate
+from pipeline.config import ModelConfig, config_digest, validate
 from pipeline.training import Result, layer_dims, train
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,12 @@ class Outcome:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1."""
-    return f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:.3g}"
+    """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1, or d2-w16-lr0.1-tanh with
+    another activation than the default."""
+    name = f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:.3g}"
+    if cfg.model.activation != ModelConfig.activation:
+        name += f"-{cfg.model.activation}"
+    return name
 
 
 def run_job(
@@ -49,7 +53,8 @@ def run_job(
 
     client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
     experiment = experiment_id or tracking.experiment_id(client, cfg.tracking.experiment)
-    run_id = tracking.start_run(client, experiment, run_name(cfg), tags or {}, parent_run_id)
+    tags = {**(tags or {}), "config_digest": config_digest(cfg)}  # equal digests, equal curves
+    run_id = tracking.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
     with tracking.run_status(client, run_id) as outcome:
         params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
         params |= {

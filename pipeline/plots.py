@@ -64,7 +64,7 @@ def overlaid_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], ti
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, label=label, linewidth=1)
     ax.set(xlabel="iteration", ylabel="train cost J", title=title, yscale="log")
-    if len(curves) <= 30:
+    if 0 < len(curves) <= 30:
         ax.legend(fontsize="x-small", ncols=2)
     ax.grid(alpha=0.3)
     return fig

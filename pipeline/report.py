@@ -38,7 +38,11 @@ def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, li
         run_id = latest.info.run_id
     run = tracking.get_run(client, run_id)
     if tracking.SWEEP_TAG in run.data.tags:
-        return run.info.run_name, tracking.child_runs(client, run_id), run_id
+        return (
+            run.info.run_name,
+            results.latest_attempts(tracking.child_runs(client, run_id)),
+            run_id,
+        )
     if args.sweep:
         raise InputError(f"run {run_id} is not a sweep's parent run: use --run")
     return run.info.run_name, [run], None
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         name, runs, parent = select_runs(client, args)
     except InputError as error:
         fail(error)
+    note = parent and results.unfinished(client, client.get_run(parent))
+    if note:
+        print(note, flush=True)
     if not runs:
         fail(f"{name} has no runs to report")
     table = results.runs_table(runs)

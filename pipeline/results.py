@@ -3,11 +3,24 @@
 This module only reads; what a sweep writes on its parent run is ``pipeline.sweep``'s.
 """
 
+import json
+import socket
+import tempfile
+from pathlib import Path
+
 import pandas as pd
+import psutil
 from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from pipeline import tracking
+from pipeline.errors import InputError
+
+JOBS_FILE = "jobs.json"  # a sweep parent's record of its jobs: what a resume runs
+KILLED_REASON = "killed_reason"  # why a run ended KILLED
+LAUNCHER_TAG = "launcher"  # on a sweep's parent: host:pid of the process launching its jobs
 
 COLUMNS = {
     "params.model.depth": "depth",
@@ -32,6 +45,56 @@ def latest_sweep(client: MlflowClient):
     return (sweeps or singles or [None])[0]
 
 
+def recorded_jobs(client: MlflowClient, run: Run) -> dict:
+    """The parent's jobs.json: its command line's overrides ("argv"), and each job's overrides
+    ("jobs"), run name ("names") and config digest ("digests")."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, JOBS_FILE, folder)
+        except (MlflowException, OSError):  # no such artifact
+            raise InputError(
+                f"{run.info.run_name} has no {JOBS_FILE}: a search, or a sweep from before "
+                "resuming existed"
+            ) from None
+        return json.loads(Path(path).read_text())
+
+
+def launcher_alive(parent: Run) -> bool | None:
+    """Whether the sweep's launching process still runs; None if it ran on another host."""
+    host, _, pid = parent.data.tags.get(LAUNCHER_TAG, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return psutil.pid_exists(int(pid))
+
+
+def unfinished(client: MlflowClient, parent: Run) -> str | None:
+    """For a sweep that did not finish, one line: why, which jobs never ran, which were left
+    RUNNING, and the command that resumes it; None for a finished sweep or one still running."""
+    status, name = parent.info.status, parent.info.run_name
+    alive = launcher_alive(parent)
+    if status == "FINISHED" or (status == "RUNNING" and alive is not False):
+        return None
+    why = parent.data.tags.get(KILLED_REASON) or (
+        "its launcher is gone" if status == "RUNNING" else status.lower()
+    )
+    children = tracking.child_runs(client, parent.info.run_id)
+    started = {c.data.tags.get("config_digest") for c in children}
+    running = sorted(c.info.run_name for c in children if c.info.status == "RUNNING")
+    try:
+        record = recorded_jobs(client, parent)
+        never = [
+            n for n, d in zip(record["names"], record["digests"], strict=True) if d not in started
+        ]
+        jobs = (
+            f"{len(never)} of {len(record['names'])} jobs never ran ({', '.join(never) or 'none'})"
+        )
+    except InputError:
+        jobs = "its job list was not recorded"
+    left = f"{len(running)} left RUNNING ({', '.join(running)})" if running else "none left RUNNING"
+    return (f"{name} did not finish ({why}): {jobs}; {left}. "
+            f"Resume it: make sweep RESUME={parent.info.run_id}")  # fmt: skip
+
+
 def runs_table(runs: list) -> pd.DataFrame:
     """One row per run, best first (test accuracy, then test cost); metrics are final values."""
     rows = []
@@ -52,7 +115,17 @@ def runs_table(runs: list) -> pd.DataFrame:
 
 
 def sweep_table(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
-    return runs_table(tracking.child_runs(client, parent_run_id))
+    """One row per config of the sweep: its latest attempt (a resumed sweep keeps the
+    KILLED or FAILED attempts before it as history)."""
+    return runs_table(latest_attempts(tracking.child_runs(client, parent_run_id)))
+
+
+def latest_attempts(runs: list) -> list:
+    """The newest run of each ``config_digest`` (runs without one are kept as they are)."""
+    newest = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        newest[run.data.tags.get("config_digest", run.info.run_id)] = run
+    return list(newest.values())
 
 
 def status_counts(table: pd.DataFrame) -> dict[str, int]:
@@ -82,13 +155,20 @@ def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, li
     return curves
 
 
-def summary(table: pd.DataFrame, seconds: float, top: int = 5) -> str:
-    counts = sweep_metrics(table)
-    head = f"sweep done in {seconds:.1f}s: {counts['jobs_finished']} finished, "
-    head += f"{counts['jobs_failed']} failed"
-    if table.empty:
+def counts_line(table: pd.DataFrame) -> str:
+    """e.g. ``25 finished, 1 failed, 1 killed`` (FINISHED always named)."""
+    counts = {"FINISHED": 0} | status_counts(table)
+    return ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
+
+
+def summary(table: pd.DataFrame, seconds: float, status: str = "FINISHED", top: int = 5) -> str:
+    """The sweep's end: its counts, then the best runs."""
+    ended = "done in" if status == "FINISHED" else f"{status.lower()} after"
+    head = f"sweep {ended} {seconds:.1f}s: {counts_line(table)}"
+    finished = table[table.status == "FINISHED"]
+    if finished.empty:
         return head
-    shown = table.head(top)[
+    shown = finished.head(top)[
         ["run", "status", "train_cost", "test_cost", "test_accuracy", "seconds"]
     ]
     return f"{head}\nbest runs:\n{shown.to_string(index=False, float_format='%.4f')}"

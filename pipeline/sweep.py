@@ -1,49 +1,125 @@
-"""A Hydra sweep as one MLflow parent run with one child run per job.
+"""A Hydra sweep as one MLflow parent run with one child run per job, and its resumption.
 
-Before Hydra launches anything, the entry point checks every job's config (``check_jobs``
-on the jobs of ``planned_jobs``). The callback then runs in the launching process: it
-creates the store (a new SQLite store created by several workers at once fails), the
-experiment and the parent run, and hands the parent to the workers through the
-environment. When the sweep ends it records the outcome on the parent.
+The entry point (``pipeline.train -m``) does everything that can fail before Hydra
+launches a job: it plans and checks every job's config (``plan``), then creates the
+parent run (``start``) or reopens one (``resume``), and hands it to the jobs through the
+environment (``Parent``). When Hydra returns, or is interrupted, it ends the sweep
+(``finish``). The store is the state: a sweep's job list is an artifact of its parent,
+and each job's identity is its ``config_digest`` tag, so that a sweep can be resumed
+from any process without computing a finished job twice.
 """
 
-import atexit
 import copy
 import functools
 import itertools
 import json
 import os
+import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, OverrideType
-from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import plots, results, tracking
-from pipeline.config import validate
+from pipeline.config import config_digest, validate
+from pipeline.errors import InputError
 from pipeline.job import Outcome, run_name
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
+SWEPT_TAG = "swept"  # what the sweep varies, for its description
+WORKER_TAG = "worker_pid"  # on a sweep's job: the process it ran in
 
 
 @dataclass
 class Parent:
+    """What every job of a sweep needs to know about the sweep, passed in the environment."""
+
     run_id: str
     experiment_id: str
     tracking_uri: str
     n_jobs: int | None
+    launcher_pid: int = 0
+    done: list[str] = field(default_factory=list)  # digests of finished jobs: skipped
 
 
 def parent_from_env() -> Parent | None:
     value = os.environ.get(PARENT_ENV)
     return Parent(**json.loads(value)) if value else None
+
+
+def hand_to_jobs(parent: Parent) -> None:
+    """Put ``parent`` where the jobs find it, whichever launcher starts them."""
+    os.environ[PARENT_ENV] = json.dumps(asdict(parent))
+
+
+def dry_run_listing(sweep: "Plan", done: set[str] | None = None) -> str:
+    """The job list a dry run prints: number, run name, overrides, and a count; when resuming
+    (``done``: the digests of its finished jobs), whether each job is done or to run."""
+    if sweep.n_trials is not None:
+        return (f"search {sweep.name}: {sweep.n_trials} trials over {sweep.swept}; every corner "
+                f"of the space ({len(sweep.jobs)} configs) is valid")  # fmt: skip
+    width = max(len(name) for name in sweep.names)
+    rows = zip(sweep.names, sweep.jobs, sweep.digests, strict=True)
+    lines = []
+    for number, (name, job, digest) in enumerate(rows, 1):
+        state = "" if done is None else "done    " if digest in done else "to run  "
+        lines.append(f"{number:4}  {state}{name:{width}}  {' '.join(job)}")
+    count = f"{len(sweep.jobs)} jobs"
+    if done is not None:
+        left = sum(digest not in done for digest in sweep.digests)
+        count += f", {len(sweep.jobs) - left} done, {left} to run"
+    return "\n".join([*lines, f"{count} (dry run: nothing trained or written)"])
+
+
+@dataclass
+class Plan:
+    """A sweep's jobs, checked: each job's overrides and, for a grid, its config digest."""
+
+    name: str  # sweep_name
+    argv: list[str]  # the command line's task overrides (not hydra.*)
+    params: dict[str, str]  # the sweeper's params, as in conf/sweep/
+    jobs: list[list[str]]
+    names: list[str]  # each job's run name
+    digests: list[str]
+    n_trials: int | None = None  # a search: the number of trials, its jobs being unknown
+
+    @property
+    def n_jobs(self) -> int:
+        return self.n_trials if self.n_trials is not None else len(self.jobs)
+
+    @property
+    def swept(self) -> str:
+        """What the sweep varies: a grid's values, or a search's space."""
+        if self.n_trials is None:
+            return swept_values(self.jobs)
+        return " x ".join(f"{key} in {space}" for key, space in self.params.items())
+
+
+def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
+    """Every job of the sweep ``cfg`` (composed with Hydra's node) checked; raises ConfigError
+    (or Hydra's error) on the first bad one. Needs Hydra's compose API initialised on conf/.
+
+    A search's jobs are not known in advance: the corners of its space are checked instead.
+    """
+    jobs = planned_jobs(cfg.hydra.sweeper, argv)
+    configs = [job_config(config_name, job) for job in jobs]
+    for job_cfg in configs:
+        validate(job_cfg)
+    params = dict(cfg.hydra.sweeper.get("params") or {})
+    names = [run_name(c) for c in configs]
+    if not is_grid(cfg.hydra.sweeper):
+        n_trials = cfg.hydra.sweeper.get("n_trials")
+        return Plan(cfg.sweep_name, argv, params, jobs, names, [], n_trials)
+    return Plan(cfg.sweep_name, argv, params, jobs, names, [config_digest(c) for c in configs])
 
 
 def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
@@ -89,15 +165,6 @@ def _extremes(override) -> list[str]:
     return [override.input_line]
 
 
-def check_jobs(config_name: str, jobs: list[list[str]]) -> None:
-    """Validate every job's config; raises ConfigError (or Hydra's error) on the first bad one.
-
-    Needs Hydra's compose API to be initialised on conf/.
-    """
-    for overrides in jobs:
-        validate(job_config(config_name, overrides))
-
-
 def job_config(config_name: str, overrides: list[str]) -> DictConfig:
     """The job's composed config. Hydra composes once per choice of config groups (~0.1 s);
     the values (``model.depth=2``) are then set on a copy."""
@@ -115,61 +182,128 @@ def _compose_groups(config_name: str, groups: tuple[str, ...]) -> DictConfig:
     return compose(config_name, overrides=list(groups))
 
 
-class MlflowSweepCallback(Callback):
-    def __init__(self) -> None:
-        self.parent: Parent | None = None
-        self.started = 0.0
-        self.swept = ""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        uri = tracking.tracking_uri(config.tracking.uri)
-        client = tracking.connect(uri)
-        experiment = tracking.experiment_id(client, config.tracking.experiment)
-        name = f"{config.sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        overrides = " ".join(config.hydra.overrides.task) or "(none)"
-        run_id = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: overrides})
-        params = dict(config.hydra.sweeper.params or {})
-        sweep_params = {f"sweep.{k}": v for k, v in params.items()}
-        tracking.log_params(client, run_id, sweep_params | {"sweep.overrides": overrides})
-        jobs = planned_jobs(config.hydra.sweeper, list(config.hydra.overrides.task))
-        if is_grid(config.hydra.sweeper):
-            n_jobs, self.swept = len(jobs), swept_values(jobs)
-        else:  # a search: its space
-            n_jobs = config.hydra.sweeper.get("n_trials")
-            self.swept = " x ".join(f"{k} in {v}" for k, v in params.items())
-        self.parent = Parent(run_id, experiment, uri, n_jobs)
-        os.environ[PARENT_ENV] = json.dumps(asdict(self.parent))
-        self.started = time.perf_counter()
-        atexit.register(self.finish, "KILLED")  # Ctrl-C or a crash: nothing left RUNNING
-        count = f"{n_jobs} jobs" if n_jobs else "jobs"
-        print(f"sweep {name}: {count}, parent run {run_id}", flush=True)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self.finish("FINISHED")
-
-    def finish(self, status: str) -> None:
-        """Record the sweep's outcome on the parent run and end it (once)."""
-        parent, self.parent = self.parent, None
-        if parent is None:
-            return
-        os.environ.pop(PARENT_ENV, None)
-        client = tracking.connect(parent.tracking_uri)
-        if not tracking.is_running(client, parent.run_id):
-            return
-        tracking.end_running_children(client, parent.run_id, "KILLED")
-        table = results.sweep_table(client, parent.run_id)
-        record_sweep(client, parent.run_id, table, self.swept)
-        tracking.log_results(client, parent.run_id, final=results.sweep_metrics(table))
-        client.set_terminated(parent.run_id, status)
-        seconds = time.perf_counter() - self.started
-        print(results.summary(table, seconds), flush=True)
-        print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
+def start(client: MlflowClient, experiment: str, sweep: Plan) -> Parent:
+    """A new parent run for ``sweep``, its job list recorded as an artifact."""
+    name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    overrides = " ".join(sweep.argv) or "(none)"
+    tags = {tracking.SWEEP_TAG: overrides, SWEPT_TAG: sweep.swept, **launcher_tag()}
+    run_id = tracking.start_run(client, experiment, name, tags)
+    swept = {f"sweep.{key}": value for key, value in sweep.params.items()}
+    tracking.log_params(client, run_id, swept | {"sweep.overrides": overrides})
+    record = {
+        "argv": sweep.argv,
+        "jobs": sweep.jobs,
+        "names": sweep.names,
+        "digests": sweep.digests,
+    }
+    tracking.log_files(client, run_id, {results.JOBS_FILE: partial(_write_json, record)})
+    return Parent(run_id, experiment, client.tracking_uri, sweep.n_jobs, os.getpid())
 
 
-def record_sweep(client: MlflowClient, parent_run_id: str, table: pd.DataFrame, swept: str):
+def launcher_tag() -> dict[str, str]:
+    """Which process launches the sweep's jobs: a report can tell whether it still runs."""
+    return {results.LAUNCHER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def _write_json(value, path: Path) -> None:
+    path.write_text(json.dumps(value, indent=1))
+
+
+def find(client: MlflowClient, which: str) -> Run:
+    """The parent run ``which`` (a run id, or ``latest``); InputError if it is not a sweep's."""
+    run = results.latest_sweep(client) if which == "latest" else tracking.get_run(client, which)
+    if run is None or tracking.SWEEP_TAG not in run.data.tags:
+        what = "the store has no sweep" if run is None else f"run {which} is not a sweep's parent"
+        raise InputError(f"cannot resume: {what} (in {client.tracking_uri})")
+    return run
+
+
+def finished_digests(client: MlflowClient, parent_run_id: str) -> set[str]:
+    children = tracking.child_runs(client, parent_run_id)
+    return {
+        c.data.tags["config_digest"]
+        for c in children
+        if c.info.status == "FINISHED" and "config_digest" in c.data.tags
+    }
+
+
+def resume(client: MlflowClient, run: Run, sweep: Plan, why: str) -> Parent:
+    """Reopen the parent ``run`` for the jobs of ``sweep`` that have not finished.
+
+    Its children still marked RUNNING were left so by a launcher that stopped: they end
+    KILLED, tagged with ``why``.
+    """
+    run_id = run.info.run_id
+    for child in tracking.child_runs(client, run_id, running_only=True):
+        tracking.log_results(client, child.info.run_id, tags={results.KILLED_REASON: why})
+        client.set_terminated(child.info.run_id, "KILLED")
+    done = finished_digests(client, run_id) & set(sweep.digests)
+    client.update_run(run_id, status="RUNNING")
+    tracking.log_results(client, run_id, tags=launcher_tag())
+    return Parent(
+        run_id, run.info.experiment_id, client.tracking_uri, sweep.n_jobs, os.getpid(), sorted(done)
+    )
+
+
+def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> bool:
+    """After a worker died and took its pool with it: the job of the worker that died first
+    ends FAILED with ``reason``; the jobs the pool's end interrupted end KILLED, to run again.
+    ``parent.done`` then holds every job that ended since ``since_ms`` (ms since the epoch).
+    False if no job can be told apart as the dead worker's."""
+    client = tracking.connect(parent.tracking_uri)
+    running = tracking.child_runs(client, parent.run_id, running_only=True)
+    dead = [r for r in running if r.data.tags.get(WORKER_TAG) == str(worker_pid)]
+    if not dead:
+        return False
+    for run in running:
+        run_id = run.info.run_id
+        if run in dead:
+            tracking.log_results(client, run_id, tags={"failure_reason": reason})
+            client.set_terminated(run_id, "FAILED")
+        else:
+            why = "its worker was stopped when another worker died; it runs again"
+            tracking.log_results(client, run_id, tags={results.KILLED_REASON: why})
+            client.set_terminated(run_id, "KILLED")
+    ended = [
+        c.data.tags.get("config_digest")
+        for c in tracking.child_runs(client, parent.run_id)
+        if c.info.status in ("FINISHED", "FAILED") and c.info.start_time >= since_ms
+    ]
+    parent.done = sorted(set(parent.done) | set(ended) - {None})
+    return True
+
+
+def abandon(parent: Parent, why: str) -> None:
+    """End the parent and its children still RUNNING as KILLED, tagged with ``why``: for a
+    sweep whose launcher died; ``make sweep RESUME=`` picks it up again."""
+    client = tracking.connect(parent.tracking_uri)
+    running = tracking.child_runs(client, parent.run_id, running_only=True)
+    for run_id in [run.info.run_id for run in running] + [parent.run_id]:
+        if tracking.is_running(client, run_id):
+            tracking.log_results(client, run_id, tags={results.KILLED_REASON: why})
+            client.set_terminated(run_id, "KILLED")
+
+
+def finish(parent: Parent, status: str, seconds: float) -> None:
+    """Record the sweep's outcome on the parent run and end it: its children still RUNNING
+    end KILLED, then its metrics and artifacts are computed over all its jobs."""
+    client = tracking.connect(parent.tracking_uri)
+    for child in tracking.child_runs(client, parent.run_id, running_only=True):
+        client.set_terminated(child.info.run_id, "KILLED")
+    table = results.sweep_table(client, parent.run_id)
+    swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
+    record_sweep(client, parent, table, swept)
+    tracking.log_results(client, parent.run_id, final=results.sweep_metrics(table))
+    client.set_terminated(parent.run_id, status)
+    print(results.summary(table, seconds, status), flush=True)
+    print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
+
+
+def record_sweep(client: MlflowClient, parent: Parent, table: pd.DataFrame, swept: str):
     """The comparison table, the best child, all cost curves and a description, on the parent."""
+    parent_run_id = parent.run_id
     finished = table[table.status == "FINISHED"]
-    tags = {tracking.NOTE: description(table, swept, parent_run_id)}
+    tags = {tracking.NOTE: description(table, swept, parent_run_id, parent.n_jobs)}
     if len(finished):
         tags |= {"best_run_id": finished.run_id.iloc[0], "best_run": finished.run.iloc[0]}
     tracking.log_results(client, parent_run_id, tags=tags)
@@ -186,13 +320,12 @@ def record_sweep(client: MlflowClient, parent_run_id: str, table: pd.DataFrame, 
     )
 
 
-def description(table: pd.DataFrame, swept: str, parent_run_id: str) -> str:
+def description(table: pd.DataFrame, swept: str, parent_run_id: str, n_jobs: int | None) -> str:
     """The few lines the parent run's page shows: what was swept, how it went, what is best."""
-    counts = results.status_counts(table)
-    lines = [
-        f"Swept {swept or 'the command line overrides'}: {len(table)} jobs, "
-        + ", ".join(f"{n} {status.lower()}" for status, n in counts.items()) + ".",
-    ]  # fmt: skip
+    n_jobs = max(n_jobs or 0, len(table))
+    never = f", {n_jobs - len(table)} never ran" if n_jobs > len(table) else ""
+    what = swept or "the command line overrides"
+    lines = [f"Swept {what}: {n_jobs} jobs, {results.counts_line(table)}{never}."]
     finished = table[table.status == "FINISHED"]
     if len(finished):
         best = finished.iloc[0]

@@ -5,6 +5,7 @@ run"), so a job's run is never confused with another's in the same process.
 """
 
 import argparse
+import fcntl
 import functools
 import os
 import subprocess
@@ -50,11 +51,19 @@ def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
 
 @functools.cache
 def connect(uri: str) -> MlflowClient:
-    """A client on ``uri``, one per process; a new SQLite store gets its folder and schema here."""
-    if uri.startswith(SQLITE):
-        Path(uri.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)  # creates the schema of a new store
+    """A client on ``uri``, one per process; a new SQLite store gets its folder and schema here.
+
+    Two processes creating the same new store at once race on its schema (a table or
+    column "already exists"): a lock file beside the database lets one create it.
+    """
+    if not uri.startswith(SQLITE):
+        return MlflowClient(tracking_uri=uri)
+    database = Path(uri.removeprefix(SQLITE))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates the schema of a new store
     return client
 
 

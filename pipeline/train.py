@@ -1,12 +1,21 @@
 """Entry point: ``python -m pipeline.train [overrides]`` runs one job; with ``-m``, a sweep.
 
-Thin wiring: Hydra composes conf/, pipeline.job runs the job, pipeline.sweep (a Hydra
-callback) owns the sweep's parent run. Before Hydra starts, every job's config is checked
-here, so that a bad value is one line and exit 2 before anything is created.
+    python -m pipeline.train -m [--resume RUN_ID|latest] [--dry-run] [overrides]
+
+Thin wiring. Before Hydra starts, every job's config is checked here, so that a bad
+value is one line and exit 2 before anything is created. A sweep's parent run is created
+(or, with ``--resume``, reopened) here too, so that a broken store stops the sweep before
+any job runs; then Hydra launches the jobs, each of which runs ``main``; then the sweep
+ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 """
 
 import logging
+import os
+import signal
 import sys
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import hydra
@@ -19,24 +28,38 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import config, process, sweep, tracking
-from pipeline.errors import fail
+from pipeline import config, process, results, sweep, tracking, workers
+from pipeline.errors import InputError, fail
 
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
+OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, timeout, docker stop, kill), handled as Ctrl-C is."""
+
+
+def raise_terminated(signum: int, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the test accuracy, which a search maximises; None (a failed trial) if diverged."""
     process.tune_for_jobs()  # also in a sweep's worker processes
+    signal.signal(signal.SIGTERM, raise_terminated)
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
     tags = {"hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
+        watch_launcher(parent)
+        if config.config_digest(cfg) in parent.done or len(_watching) > 1:
+            return None  # finished in an earlier attempt, or the launcher is gone
         tags |= {"sweep_id": parent.run_id, "job_number": hydra_cfg.job.num}
+        tags[sweep.WORKER_TAG] = os.getpid()
         # a sweep prints one line per job; per-iteration progress stays in the job's log file
         logging.getLogger("pipeline.training").propagate = False
     try:
@@ -62,33 +85,192 @@ def main(cfg: DictConfig) -> float | None:
     return outcome.result.test_accuracy if outcome.status == "FINISHED" else None
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Compose conf/ with the command line and validate the job's config, or with ``-m``
-    every job of the sweep; exit 2 with one line if any is bad (Hydra would print several
-    lines and exit 1, or fail a job only once the sweep runs). ``hydra.*`` is Hydra's own.
+def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:
+    """In a worker process the launcher started itself (joblib's): once the launcher is gone
+    (killed with -9), end the sweep's runs still RUNNING as KILLED, saying why, and exit.
+
+    Once per process. Workers on other machines (Slurm, Ray) have another parent process
+    and are left alone.
     """
-    args = get_args_parser().parse_args(argv)
+    if os.getppid() != parent.launcher_pid or _watching:
+        return
+    _watching.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent.launcher_pid:
+            time.sleep(poll_seconds)
+        _watching.append("launcher died")  # main() starts no new job from now on
+        time.sleep(1)  # a job that started just before has created its run by then
+        try:
+            sweep.abandon(parent, f"the sweep's launcher (pid {parent.launcher_pid}) died")
+        finally:
+            os._exit(1)  # the job in flight goes with it: a resume runs it again
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+_watching: list = []  # [the parent watched, then "launcher died" once it is gone]
+
+
+def parse(argv: list[str]):
+    """(Hydra's namespace, our own flags) of the command line; exit 2 on misuse."""
+    own, rest, i = {}, [], 0
+    while i < len(argv):
+        flag = argv[i].split("=", 1)[0]
+        if flag in OWN_FLAGS:
+            takes_value = OWN_FLAGS[flag]
+            if takes_value and "=" not in argv[i] and i + 1 >= len(argv):
+                fail(f"{flag} needs a value: a sweep's parent run id, or latest")
+            value = argv[i].partition("=")[2] or (argv[i + 1] if takes_value else True)
+            i += 1 if "=" in argv[i] or not takes_value else 2
+            own[flag.lstrip("-").replace("-", "_")] = value
+            continue
+        rest.append(argv[i])
+        i += 1
+    args = get_args_parser().parse_args(rest)
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
     if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
         fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
+    if own and not args.multirun:
+        fail(f"{', '.join('--' + k.replace('_', '-') for k in own)} go with a sweep (-m)")
+    return args, own, rest
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    hydra_own = [o.input_line for o in parsed if o.key_or_group.startswith("hydra")]
+    task = [o.input_line for o in parsed if not o.key_or_group.startswith("hydra")]
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    return task, plain, hydra_own
+
+
+def run_sweep(args, own: dict) -> int:
+    """Plan and check the sweep, create or reopen its parent, let Hydra launch the jobs, end
+    the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
+    name = args.config_name or "config"
+    task, plain, hydra_own = split_overrides(args.overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=plain, return_hydra_config=True)
+        uri = tracking.tracking_uri(cfg.tracking.uri)
+        if own.get("resume"):
+            client = tracking.connect(uri)
+            run = sweep.find(client, own["resume"])
+            recorded = results.recorded_jobs(client, run)
+            extra = [o for o in task if o not in recorded["argv"]]
+            if extra:
+                raise InputError(
+                    f"{run.info.run_name} resumes with the jobs it recorded: drop {' '.join(extra)}"
+                )
+            task = recorded["argv"]
+            plain = [o for o in split_overrides(task)[1]] + hydra_own
+            cfg = compose(name, overrides=plain, return_hydra_config=True)
+        plan = sweep.plan(name, cfg, task)
+        if own.get("resume") and plan.n_trials is not None:
+            raise InputError(f"cannot resume {run.info.run_name}: it is a search, not a grid")
+        if own.get("resume") and plan.digests != recorded["digests"]:
+            raise InputError(
+                f"conf/ has changed since {run.info.run_name} started: its jobs are not the "
+                "same today; resume it from the commit it ran (tag git_commit)"
+            )
+    if own.get("dry_run"):
+        done = sweep.finished_digests(client, run.info.run_id) if own.get("resume") else None
+        print(sweep.dry_run_listing(plan, done))
+        return 0
+    client = tracking.connect(uri)
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    if own.get("resume"):
+        parent = sweep.resume(client, run, plan, "its launcher stopped before the job ended")
+        left = plan.n_jobs - len(parent.done)
+        print(f"resuming {run.info.run_name}: {plan.n_jobs} jobs, {len(parent.done)} finished, "
+              f"{left} to run", flush=True)  # fmt: skip
+        if not left:
+            sweep.finish(parent, "FINISHED", 0.0)
+            return 0
+    else:
+        parent = sweep.start(client, experiment, plan)
+        print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
+              f"parent run {parent.run_id}", flush=True)  # fmt: skip
+    sweep.hand_to_jobs(parent)
+    sys.argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
+    return launch(parent)
+
+
+def launch(parent: sweep.Parent) -> int:
+    """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
+    status, code, started = "FAILED", 1, time.perf_counter()
+    try:
+        launch_until_done(parent)
+        status, code = "FINISHED", 0
+    except Terminated:
+        status, code = "KILLED", 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        status, code = "KILLED", 128 + signal.SIGINT
+    except Exception as error:  # any failure of the launcher ends the sweep, in one line
+        print(f"error: the sweep stopped: {type(error).__name__}: {first_line(error)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's record is written whole
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sweep.finish(parent, status, time.perf_counter() - started)
+    return code
+
+
+def launch_until_done(parent: sweep.Parent) -> None:
+    """Hydra's multirun; when a worker dies (and its pool with it), its job ends FAILED and
+    the jobs still to do are launched again, until none is left."""
+    while True:
+        since_ms = int(time.time() * 1000)
+        with workers.DeathWatch() as watch:
+            try:
+                return main()
+            except BrokenProcessPool as error:
+                reason = workers.death_reason(error)
+                if not sweep.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
+                    raise
+        print(f"a worker died ({reason}): its job FAILED; carrying on", flush=True)
+        sweep.hand_to_jobs(parent)
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
+
+
+def check_single(args) -> None:
+    """Compose conf/ with the command line and validate the job's config; exit 2 with one line
+    if Hydra cannot (it would print several lines and exit 1). ``hydra.*`` is Hydra's own."""
     if args.config_path or args.config_dir:  # not our conf/: Hydra checks it itself
         return
-    name = args.config_name or "config"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config.validate(compose(args.config_name or "config", overrides=split_overrides(
+            args.overrides)[1]))  # fmt: skip
+
+
+def cli(argv: list[str]) -> None:
+    args, own, rest = parse(argv)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-        task = [o.input_line for o in overrides if not o.key_or_group.startswith("hydra")]
-        plain = [o.input_line for o in overrides if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(name, overrides=plain, return_hydra_config=True)
-            if args.multirun:
-                sweep.check_jobs(name, sweep.planned_jobs(cfg.hydra.sweeper, task))
-            else:
-                config.validate(cfg)
+        if args.multirun and not (args.config_path or args.config_dir):
+            sys.exit(run_sweep(args, own))
+        check_single(args)
     except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
         fail(config.error_line(error))
+    except InputError as error:
+        fail(error)
+    sys.argv = [sys.argv[0], *rest]
+    try:
+        main()
+    except Terminated:
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":
+    # Run the importable module's copy: a launcher pickles the job function by reference to
+    # pipeline.train then, not by value from __main__, which a worker cannot import.
+    from pipeline.train import cli as importable_cli
+
     process.tune_for_jobs()
-    check_overrides(sys.argv[1:])
-    main()
+    importable_cli(sys.argv[1:])

@@ -3,8 +3,8 @@
 import pytest
 from hydra.errors import HydraException
 
-from pipeline.config import ConfigError, error_line, validate
-from pipeline.sweep import check_jobs, planned_jobs
+from pipeline.config import ConfigError, config_digest, error_line, validate
+from pipeline.sweep import plan, planned_jobs
 from tests.helpers import CONF
 
 GROUPS = ["dataset", "model", "train", "tracking"]
@@ -27,9 +27,9 @@ def test_every_group_option_composes_and_validates(compose_config, override):
 def test_every_job_of_every_named_sweep_is_valid(compose_config, sweep):
     cfg = compose_config(f"sweep={sweep}", hydra=True)
     assert cfg.sweep_name == sweep
-    jobs = planned_jobs(cfg.hydra.sweeper, [f"sweep={sweep}"])
-    assert len(jobs) >= 2 and all(f"sweep={sweep}" in job for job in jobs)
-    check_jobs("config", jobs)
+    checked = plan("config", cfg, [f"sweep={sweep}"])  # raises on the first bad job
+    assert len(checked.jobs) >= 2 and all(f"sweep={sweep}" in job for job in checked.jobs)
+    assert len(set(checked.names)) == len(checked.jobs)
 
 
 def test_the_default_grid_is_every_combination(compose_config):
@@ -60,7 +60,27 @@ def test_the_search_space_is_checked_at_its_corners(compose_config):
 def test_a_bad_value_in_a_sweep_is_a_config_error_not_an_exit(compose_config, typo, message):
     cfg = compose_config("sweep=default", hydra=True)
     with pytest.raises(ConfigError, match=message):
-        check_jobs("config", planned_jobs(cfg.hydra.sweeper, ["sweep=default", typo]))
+        plan("config", cfg, ["sweep=default", typo])
+
+
+def test_the_digest_counts_what_changes_the_result_and_nothing_else(compose_config):
+    base = config_digest(compose_config())
+    assert config_digest(compose_config()) == base  # stable
+    for same in ("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x", "sweep_name=y"):
+        assert config_digest(compose_config(same)) == base, same
+    for other in ("train.dtype=float32", "train.blas_threads=2", "seed=1", "model.width=17"):
+        assert config_digest(compose_config(other)) != base, other
+    # a sweep's job, composed as the sweep checks it, has the digest Hydra's job will have
+    cfg = compose_config("sweep=default", hydra=True)
+    checked = plan("config", cfg, ["sweep=default", "model.width=17", "model.depth=2"])
+    assert (
+        config_digest(
+            compose_config(
+                "sweep=default", "model.width=17", "model.depth=2", "train.learning_rate=0.01"
+            )
+        )
+        in checked.digests
+    )
 
 
 def test_defaults(compose_config):

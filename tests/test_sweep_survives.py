@@ -1,0 +1,206 @@
+"""Sweeps that survive: kill -9 and resume, SIGTERM, a dead worker, two sweeps at once, dry runs.
+
+Real launchers (joblib's loky workers), real signals, real SQLite stores.
+"""
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.job import run_job
+from tests.helpers import ROOT, parents_and_children, run_cli
+
+pytestmark = pytest.mark.slow
+# 12 jobs of about a second each: long enough to interrupt, short enough for the suite.
+GRID = ["sweep=default", "model.depth=1,2", "model.width=8,16,32", "train.learning_rate=0.1,0.5",
+        "train.iterations=3000", "train.log_every=50", "hydra.launcher.n_jobs=2"]  # fmt: skip
+
+
+def start(uri, tmp_path, *args, make=False, out="out.txt"):
+    """A sweep in a process group of its own; stdout and stderr go to files in tmp_path."""
+    if make:
+        own = [f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+        command = ["make", "-s", "-C", str(ROOT), "sweep", "SWEEP=default",
+                   f"ARGS={' '.join([*own, *GRID[1:], *args])}"]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "pipeline.train", "-m", f"tracking.uri={uri}", *GRID]
+        command += list(args)
+    with open(tmp_path / out, "w") as stdout, open(tmp_path / f"err-{out}", "w") as stderr:
+        return subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr,
+                                start_new_session=True)  # fmt: skip
+
+
+def started(tmp_path, out="out.txt") -> bool:
+    """The sweep has created its store and parent run (a probe before then would race it)."""
+    return "parent run" in (tmp_path / out).read_text()
+
+
+def wait_for(condition, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def statuses(client):
+    runs = parents_and_children(client)[1]
+    return collections.Counter(r.info.status for r in runs)
+
+
+def descendants(pid):
+    return psutil.Process(pid).children(recursive=True)
+
+
+def gone_within(processes, seconds):
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return not alive
+
+
+def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(store, tmp_path):
+    uri, client = store
+    launcher = start(uri, tmp_path)
+    wait_for(lambda: started(tmp_path) and statuses(client())[
+        "FINISHED"] >= 5)  # fmt: skip
+    workers = descendants(launcher.pid)
+    launcher.kill()
+    launcher.wait()
+    assert gone_within(workers, 10), "a worker outlived its launcher"
+    assert not [f for f in os.listdir("/dev/shm") if str(launcher.pid) in f]
+    (parent,), children = parents_and_children(client())
+    assert parent.info.status == "KILLED" and "launcher" in parent.data.tags["killed_reason"]
+    finished = {c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"}
+    assert 5 <= len(finished) < 12 and not statuses(client())["RUNNING"]
+
+    changed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
+                      "train.iterations=5", cwd=tmp_path)  # fmt: skip
+    assert changed.returncode == 2 and changed.stderr.startswith(
+        f"error: {parent.info.run_name} resumes with the jobs it recorded: drop train.iterations=5"
+    )  # fmt: skip
+    dry = run_cli("pipeline.train", "-m", "--resume", "latest", "--dry-run",
+                  f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    states = collections.Counter(line.split()[1] for line in dry.stdout.splitlines()[:-1])
+    assert states == {"done": len(finished), "to": 12 - len(finished)}  # "to run"
+    assert dry.stdout.strip().endswith(
+        f"12 jobs, {len(finished)} done, {12 - len(finished)} to run (dry run: nothing trained or "
+        "written)")  # fmt: skip
+
+    before = {c.info.run_id for c in children}
+    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
+    (again,), children = parents_and_children(client())
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    new = [c for c in children if c.info.run_id not in before]
+    assert {c.data.tags["config_digest"] for c in new}.isdisjoint(finished)  # none twice
+    assert len(new) == 12 - len(finished) and {c.info.status for c in new} == {"FINISHED"}
+    per_config = collections.Counter(
+        c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"
+    )
+    assert len(per_config) == 12 and set(per_config.values()) == {1}
+    assert again.data.metrics["jobs_finished"] == 12  # each config once, its latest attempt
+
+    # a resumed job's curve is an uninterrupted run's, bit for bit
+    job = new[0]
+    overrides = [f"{k}={job.data.params[k]}" for k in ("model.depth", "model.width")]
+    overrides += ["train.learning_rate=" + job.data.params["train.learning_rate"]]
+    alone_uri = f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}"
+    with_cli = run_cli("pipeline.train", f"tracking.uri={alone_uri}", *overrides,
+                       "train.iterations=3000", "train.log_every=50", cwd=tmp_path)  # fmt: skip
+    assert with_cli.returncode == 0, with_cli.stderr[-2000:]
+    (alone,) = parents_and_children(MlflowClient(alone_uri))[0]
+    assert alone.data.tags["config_digest"] == job.data.tags["config_digest"]
+    curve = [m.value for m in client().get_metric_history(job.info.run_id, "train_cost")]
+    assert curve == [m.value for m in MlflowClient(alone_uri).get_metric_history(
+        alone.info.run_id, "train_cost")]  # fmt: skip
+
+    complete = run_cli("pipeline.train", "-m", "--resume", parent.info.run_id,
+                       f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    assert complete.returncode == 0 and "12 finished, 0 to run" in complete.stdout
+    assert len(parents_and_children(client())[1]) == len(children)  # nothing ran
+
+
+@pytest.mark.parametrize("through_make", [False, True], ids=["launcher", "make"])
+def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, through_make):
+    uri, client = store
+    sweep = start(uri, tmp_path, "train.iterations=10000000", make=through_make)
+    wait_for(lambda: started(tmp_path) and statuses(client())[
+        "RUNNING"] >= 2)  # fmt: skip
+    processes = descendants(sweep.pid)
+    sweep.send_signal(signal.SIGTERM)  # to make, or to the launcher: not to the workers
+    code = sweep.wait(timeout=120)
+    assert code in ((-signal.SIGTERM, 128 + signal.SIGTERM) if through_make else (143,))
+    assert gone_within(processes, 10), "a process outlived the sweep"
+    (parent,), children = parents_and_children(client())
+    assert parent.info.status == "KILLED"
+    assert children and {c.info.status for c in children} == {"KILLED"}
+    out = (tmp_path / "out.txt").read_text()
+    assert "sweep killed after" in out and f"{len(children)} killed" in out
+    assert "Traceback" not in (tmp_path / "err-out.txt").read_text()
+
+
+def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
+    uri, client = store
+    launcher = start(uri, tmp_path)
+    wait_for(lambda: started(tmp_path) and statuses(client())[
+        "FINISHED"] >= 2 and statuses(client())["RUNNING"] >= 1)  # fmt: skip
+    running = [c for c in parents_and_children(client())[1] if c.info.status == "RUNNING"]
+    victim = running[0]
+    os.kill(int(victim.data.tags["worker_pid"]), signal.SIGKILL)  # as the OOM killer does
+    assert launcher.wait(timeout=300) == 0, (tmp_path / "err-out.txt").read_text()[-2000:]
+    (parent,), children = parents_and_children(client())
+    dead = client().get_run(victim.info.run_id)
+    assert dead.info.status == "FAILED"
+    assert dead.data.tags["failure_reason"] == "worker killed by signal 9 (SIGKILL); out of memory?"
+    latest = {
+        c.data.tags["config_digest"]: c for c in sorted(children, key=lambda c: c.info.start_time)
+    }
+    others = [c for d, c in latest.items() if d != victim.data.tags["config_digest"]]
+    assert len(others) == 11 and {c.info.status for c in others} == {"FINISHED"}
+    assert parent.info.status == "FINISHED" and "Traceback" not in (
+        tmp_path / "err-out.txt").read_text()  # fmt: skip
+
+
+def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
+    uri, client = store
+    quick = ["train.iterations=200", "train.log_every=20", "hydra.launcher.n_jobs=1"]
+    sweeps = [start(uri, tmp_path, *quick, out=f"out{i}.txt") for i in range(2)]
+    assert [s.wait(timeout=300) for s in sweeps] == [0, 0]
+    parents, children = parents_and_children(client())
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    by_parent = collections.Counter(c.data.tags["mlflow.parentRunId"] for c in children)
+    assert by_parent == {p.info.run_id: 12 for p in parents}
+    for i in range(2):
+        errors = (tmp_path / f"err-out{i}.txt").read_text()
+        assert "Warning" not in errors and "Traceback" not in errors, errors
+
+
+def test_dry_run_lists_the_jobs_and_writes_nothing(store, tmp_path):
+    uri, _ = store
+    done = run_cli("pipeline.train", "-m", "--dry-run", f"tracking.uri={uri}", *GRID, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 13 and lines[-1].startswith("12 jobs (dry run")
+    assert lines[0].split()[:2] == ["1", "d1-w8-lr0.1"] and "model.width=8" in lines[0]
+    assert not (tmp_path / "store").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_resume_refuses_what_it_cannot_do(compose_config, store, tmp_path):
+    uri, client = store
+    single = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
+    for target, message in [
+        ("feedbeef", "error: run 'feedbeef' not found in sqlite:///"),
+        (single.run_id, f"error: cannot resume: run {single.run_id} is not a sweep's parent"),
+    ]:
+        done = run_cli("pipeline.train", "-m", "--resume", target, f"tracking.uri={uri}",
+                       cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert len(parents_and_children(client())[0]) == 1  # nothing written
