@@ -12,6 +12,7 @@ Printed, each measured side by side in this one run:
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,64 @@ def run_sweep(store: Path, n_jobs: int, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def interrupted_then_resumed(store: Path, n_jobs: int, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds of ``make sweep RESUME=latest``, fraction of jobs it had left to run)
+    after the launcher of the same sweep was killed with -9 once about half its jobs ended."""
+    uri = f"sqlite:///{store}/mlflow.db"
+    command = [sys.executable, "-m", "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}"]
+    command += [f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={store}/multirun", *extra]
+    out = store / "out.txt"
+    with open(out, "w") as stdout:
+        launcher = subprocess.Popen(command, cwd=store, stdout=stdout, stderr=subprocess.DEVNULL)
+        while out.read_text().count("[job ") < 13:
+            time.sleep(0.05)
+        launcher.kill()
+        launcher.wait()
+    time.sleep(3)  # its workers end their runs and leave
+    command = [sys.executable, "-m", "pipeline.train", "-m", "--resume", "latest"]
+    command += [f"tracking.uri={uri}", f"hydra.launcher.n_jobs={n_jobs}"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=store, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    finished, left = (
+        int(n) for n in re.search(r"(\d+) finished, (\d+) to run", done.stdout).groups()
+    )
+    return wall, left / (finished + left)
+
+
+def versus_peer(store: Path, rounds: int, extra: list[str]) -> None:
+    """``make sweep`` against the naive peer (benchmarks/naive_sweep.py), interleaved rounds,
+    with one worker per core each; medians."""
+    cores = os.cpu_count()
+    ours, peers, ideals = [], [], []
+    for i in range(rounds):
+        (store / f"ours{i}").mkdir()
+        (store / f"peer{i}").mkdir()
+        ours.append(run_sweep(store / f"ours{i}", -1, extra))
+        start = time.perf_counter()
+        peer = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "naive_sweep.py"),
+            str(store / f"peer{i}"),
+        ]
+        subprocess.run(peer, check=True, capture_output=True)
+        peers.append(time.perf_counter() - start)
+        seconds = [r.data.metrics["train_seconds"] for r in job_runs(store / f"ours{i}")]
+        ideals.append(sum(seconds) / cores)
+    wall, peer, ideal = (statistics.median(x) for x in (ours, peers, ideals))
+    ratio = statistics.median(o / p for o, p in zip(ours, peers, strict=True))
+    print(
+        f"default sweep vs the naive peer (MLPClassifier + joblib + MLflow), medians of {rounds}:"
+    )
+    print(
+        f"  make sweep {wall:6.1f} s   naive peer {peer:6.1f} s   ratio {ratio:.2f} (target <= 0.8)"
+    )
+    print(
+        f"  ideal (sum of train_seconds / {cores} cores) {ideal:6.1f} s   make sweep / ideal "
+        f"{statistics.median(o / i for o, i in zip(ours, ideals, strict=True)):.2f} (target <= 2.0)"
+    )
+
+
 def job_runs(store: Path) -> list:
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -142,6 +201,7 @@ def serial_job_overheads(store: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds against the naive peer")
     parser.add_argument(
         "--sweep-args", default="", help="extra overrides for both sweeps (default: none)"
     )
@@ -166,6 +226,7 @@ def main() -> None:
             f" overhead/training {overhead / training:.2f})"
         )
 
+        versus_peer(store, args.rounds, extra)
         cores = os.cpu_count()
         print(f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker")
         parallel_store, serial_store = store / "parallel", store / "serial"
@@ -192,6 +253,13 @@ def main() -> None:
         print(
             f"  ceiling:   {ceiling:.2f}x, if the parallel sweep had one worker's fixed costs "
             f"and split the job phase perfectly over {cores} workers"
+        )
+        resume_store = store / "resumed"
+        resume_store.mkdir()
+        resumed, left = interrupted_then_resumed(resume_store, -1, extra)
+        print(
+            f"  resume:    {resumed:6.1f} s after kill -9 of the launcher with {left:.0%} of the "
+            f"jobs left to run: {resumed / parallel:.2f} of the full sweep's wall"
         )
         median_gap = statistics.median(gaps)
         print(

@@ -1,10 +1,12 @@
 """The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -97,7 +99,10 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
     assert parent.data.metrics["best_test_accuracy"] == best.data.metrics["test_accuracy"]
     artifacts = {a.path for a in client().list_artifacts(parent.info.run_id)}
-    assert artifacts == {"comparison.csv", "cost_curves.png"}
+    assert artifacts == {"comparison.csv", "cost_curves.png", "jobs.json"}
+    recorded = client().download_artifacts(parent.info.run_id, "jobs.json", str(tmp_path))
+    jobs = json.loads(Path(recorded).read_text())  # what a resume would run: these very jobs
+    assert sorted(jobs["digests"]) == sorted(c.data.tags["config_digest"] for c in children)
     assert done.stdout.count("[job ") == 4 and "/4]" in done.stdout
     assert "4 finished, 0 failed" in done.stdout and "best runs:" in done.stdout
     runs_table = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"

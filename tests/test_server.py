@@ -68,6 +68,10 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
         assert png.startswith(b"\x89PNG")
 
     env = {"MLFLOW_TRACKING_URI": base}
+    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", "tracking=server",
+                      cwd=tmp_path, env={"PORT": str(port)})  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # its job list, read over REST
+    assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
     again = run_cli("pipeline.reproduce", children[0]["info"]["run_id"], cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "identical" in again.stdout

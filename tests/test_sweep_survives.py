@@ -18,9 +18,9 @@ from pipeline.job import run_job
 from tests.helpers import ROOT, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
-# 12 jobs of about a second each: long enough to interrupt, short enough for the suite.
+# 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
 GRID = ["sweep=default", "model.depth=1,2", "model.width=8,16,32", "train.learning_rate=0.1,0.5",
-        "train.iterations=3000", "train.log_every=50", "hydra.launcher.n_jobs=2"]  # fmt: skip
+        "train.iterations=2000", "train.log_every=50", "hydra.launcher.n_jobs=2"]  # fmt: skip
 
 
 def start(uri, tmp_path, *args, make=False, out="out.txt"):
@@ -113,7 +113,7 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     overrides += ["train.learning_rate=" + job.data.params["train.learning_rate"]]
     alone_uri = f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}"
     with_cli = run_cli("pipeline.train", f"tracking.uri={alone_uri}", *overrides,
-                       "train.iterations=3000", "train.log_every=50", cwd=tmp_path)  # fmt: skip
+                       "train.iterations=2000", "train.log_every=50", cwd=tmp_path)  # fmt: skip
     assert with_cli.returncode == 0, with_cli.stderr[-2000:]
     (alone,) = parents_and_children(MlflowClient(alone_uri))[0]
     assert alone.data.tags["config_digest"] == job.data.tags["config_digest"]
