@@ -56,9 +56,11 @@ def parent_from_env() -> Parent | None:
     return Parent(**json.loads(value)) if value else None
 
 
-def hand_to_jobs(parent: Parent) -> None:
-    """Put ``parent`` where the jobs find it, whichever launcher starts them."""
-    os.environ[PARENT_ENV] = json.dumps(asdict(parent))
+def job_env_override(parent: Parent) -> str:
+    """The Hydra override that hands ``parent`` to every job, whichever launcher runs it and
+    however early its worker started: Hydra sets ``hydra.job.env_set`` in the job's process."""
+    value = json.dumps(asdict(parent)).replace("\\", "\\\\").replace("'", "\\'")
+    return f"++hydra.job.env_set.{PARENT_ENV}='{value}'"
 
 
 def dry_run_listing(sweep: "Plan", done: set[str] | None = None) -> str:

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import config, process, results, sweep, tracking, workers
@@ -152,6 +153,7 @@ def run_sweep(args, own: dict) -> int:
     task, plain, hydra_own = split_overrides(args.overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
+        warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         if own.get("resume"):
             client = tracking.connect(uri)
@@ -191,17 +193,58 @@ def run_sweep(args, own: dict) -> int:
         parent = sweep.start(client, experiment, plan)
         print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
               f"parent run {parent.run_id}", flush=True)  # fmt: skip
-    sweep.hand_to_jobs(parent)
-    sys.argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
-    return launch(parent)
+    hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
+    if plan.n_trials is None:
+        # Hydra's basic sweeper composes every job once more before launching it, only to
+        # check that it composes: plan() has composed and validated every job already.
+        BasicSweeper.validate_batch_is_legal = lambda self, batch: None
+    if warming:
+        warming.join()
+    return launch(parent, hydra_argv)
 
 
-def launch(parent: sweep.Parent) -> int:
+def warm_workers(launcher: DictConfig) -> threading.Thread | None:
+    """With joblib's launcher, start its worker processes now, importing what a job needs,
+    while this process checks the jobs and creates the parent: their start overlaps ours.
+
+    Joblib reuses its workers only for the same arguments: these are the launcher's own.
+    """
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")):
+        return None
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
+
+    arguments = OmegaConf.to_container(launcher)
+    arguments.pop("_target_")
+    arguments["backend"] = "loky"  # as the launcher sets it
+    process_joblib_cfg(arguments)
+    n_workers = os.cpu_count() if arguments["n_jobs"] == -1 else max(1, arguments["n_jobs"])
+
+    def warm() -> None:
+        Parallel(**arguments)(delayed(import_job_modules)() for _ in range(n_workers))
+
+    thread = threading.Thread(target=warm, name="warm-workers", daemon=True)
+    thread.start()
+    return thread
+
+
+def import_job_modules() -> None:
+    """What a sweep's job imports, once per worker: Hydra's job runner, the job, the data sets
+    (scikit-learn) and the plots (matplotlib)."""
+    import hydra.core.utils  # noqa: F401
+    import sklearn.model_selection
+    import sklearn.preprocessing  # noqa: F401
+
+    import pipeline.job
+    import pipeline.train  # noqa: F401
+
+
+def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
     status, code, started = "FAILED", 1, time.perf_counter()
     try:
-        launch_until_done(parent)
+        launch_until_done(parent, hydra_argv)
         status, code = "FINISHED", 0
     except Terminated:
         status, code = "KILLED", 128 + signal.SIGTERM
@@ -217,10 +260,11 @@ def launch(parent: sweep.Parent) -> int:
     return code
 
 
-def launch_until_done(parent: sweep.Parent) -> None:
+def launch_until_done(parent: sweep.Parent, hydra_argv: list[str]) -> None:
     """Hydra's multirun; when a worker dies (and its pool with it), its job ends FAILED and
     the jobs still to do are launched again, until none is left."""
     while True:
+        sys.argv = [*hydra_argv, sweep.job_env_override(parent)]
         since_ms = int(time.time() * 1000)
         with workers.DeathWatch() as watch:
             try:
@@ -230,7 +274,6 @@ def launch_until_done(parent: sweep.Parent) -> None:
                 if not sweep.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
                     raise
         print(f"a worker died ({reason}): its job FAILED; carrying on", flush=True)
-        sweep.hand_to_jobs(parent)
 
 
 def first_line(error: BaseException) -> str:
