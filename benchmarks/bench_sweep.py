@@ -5,8 +5,8 @@ Printed, each measured side by side in this one run:
     outside the training loop, broken down by component and, from a real serial sweep,
     as a whole (Hydra's per-job work included), against the job's training time
     (target <= 0.15 s);
-  - live curves: the same job's overhead without live flushing and with a batch at every
-    logged point, against the default (tracking.flush_seconds), and one batch's cost;
+  - live curves: the whole default job with the default flushing (tracking.flush_seconds),
+    without any and with a batch at every logged point, and one batch's cost alone;
   - the default 27-job ``make sweep`` with the joblib launcher (one worker per core)
     against the same sweep with one worker (target speed-up >= 1.7 on 2 cores), with the
     job phase and the fixed costs apart, and the ceiling those fixed costs leave.
@@ -122,9 +122,10 @@ def in_process_jobs(cfg, repeat: int) -> tuple[float, float]:
 
 
 def live_curves(cfg, repeat: int) -> None:
-    """A job's overhead with the default live flushing (a batch at most every
-    tracking.flush_seconds), without any, and with a batch at every point, interleaved
-    round by round so that the machine's load hits each alike; one batch's cost alone."""
+    """A whole job's seconds (training included: the loop sends the batches) with the
+    default live flushing (a batch at most every tracking.flush_seconds), without any, and
+    with a batch at every point, interleaved round by round so that the machine's load
+    hits each alike; and one batch's cost alone."""
     n_points = cfg.train.iterations // cfg.train.log_every + 1
     print(f"live curves, default job ({n_points} points), warm, interleaved, medians of "
           f"{repeat}:")  # fmt: skip
@@ -135,18 +136,18 @@ def live_curves(cfg, repeat: int) -> None:
     }
     for variant in variants.values():
         run_job(variant)  # warm
-    overheads = {name: [] for name in variants}
+    wall = {name: [] for name in variants}
     for _ in range(repeat):
         for name, variant in variants.items():
             start = time.perf_counter()
-            outcome = run_job(variant)
-            overheads[name].append(time.perf_counter() - start - outcome.result.seconds)
-    medians = {name: statistics.median(values) for name, values in overheads.items()}
+            run_job(variant)
+            wall[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in wall.items()}
     for name, seconds in medians.items():
-        print(f"  whole job - training, {name:27} {seconds:6.3f} s")
+        print(f"  whole job, {name:27} {seconds:6.3f} s")
     default, none, every = medians.values()
-    print(f"  default - none: {default - none:+.3f} s per job (target: 0, no call before the "
-          f"final batch when training is shorter than flush_seconds)")  # fmt: skip
+    print(f"  default - none: {default - none:+.3f} s a job (no call before the final batch "
+          f"when training is shorter than flush_seconds)")  # fmt: skip
     print(f"  (every point - none) / {n_points} points: {(every - none) / n_points * 1000:.2f} ms "
           f"a batch inside a job")  # fmt: skip
     for points in (1, 100):
