@@ -164,9 +164,11 @@ def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
         "train.iterations=10000000", "train.log_every=200", "tracking.flush_seconds=0.5",
     ]  # fmt: skip
     tracking.connect(uri)  # the store's tables first: two processes creating them would race
+    # SIGINT as a terminal sends it, even if this test runs where it is ignored (a background job)
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         deadline, seen = time.monotonic() + 120, []
         while len(seen) < 2 and time.monotonic() < deadline:  # two batches at least
@@ -179,7 +181,7 @@ def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
         assert client().get_run(runs[0].info.run_id).info.status == "RUNNING"
         assert {m.step for m in client().get_metric_history(runs[0].info.run_id, "val_cost")}
         process.send_signal(signal.SIGINT)  # Ctrl-C: the run ends KILLED, its points kept
-        process.communicate(timeout=60)
+        process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
