@@ -5,12 +5,15 @@ Printed, each measured side by side in this one run:
     outside the training loop, broken down by component and, from a real serial sweep,
     as a whole (Hydra's per-job work included), against the job's training time
     (target <= 0.15 s);
+  - live curves: the whole default job with the default flushing (tracking.flush_seconds),
+    without any and with a batch at every logged point, and one batch's cost alone;
   - the default 27-job ``make sweep`` with the joblib launcher (one worker per core)
     against the same sweep with one worker (target speed-up >= 1.7 on 2 cores), with the
     job phase and the fixed costs apart, and the ceiling those fixed costs leave.
 """
 
 import argparse
+import math
 import os
 import re
 import statistics
@@ -29,7 +32,7 @@ from omegaconf import OmegaConf
 from pipeline import config, plots, process, tracking
 from pipeline import data as datasets
 from pipeline.job import run_job
-from pipeline.training import layer_dims, train
+from pipeline.training import Point, layer_dims, train
 
 ROOT = Path(__file__).resolve().parents[1]
 config.register()
@@ -52,7 +55,7 @@ def overhead_components(cfg, repeat: int) -> dict[str, float]:
     client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
-    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
+    curves = result.curves
 
     def mlflow_run():
         run_id = tracking.start_run(client, experiment, "bench", {"bench": "1"})
@@ -73,7 +76,7 @@ def overhead_components(cfg, repeat: int) -> dict[str, float]:
         "mlflow run (batched)": median_seconds(mlflow_run, repeat),
         "cost-curve plot": median_seconds(
             lambda: plots.save_png(
-                plots.cost_curves(result.steps, result.train_cost, result.test_cost, "t"),
+                plots.cost_curves(result.steps, result.curves, "t"),
                 folder / "c.png",
             ),
             repeat,
@@ -91,6 +94,22 @@ def overhead_components(cfg, repeat: int) -> dict[str, float]:
     }
 
 
+def flush_seconds_per_batch(cfg, points: int, repeat: int) -> float:
+    """Median seconds of one live-curves batch of ``points`` logged points (2 costs each)."""
+    client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    live = tracking.LiveCurves(client, tracking.start_run(client, experiment, "flush", {}), 1e9)
+    costs = {"train_cost": 0.5, "val_cost": 0.6}
+    step = iter(range(10**9))
+
+    def batch():
+        for _ in range(points):
+            live(Point(next(step), costs, {}, False))
+        live.flush()
+
+    return median_seconds(batch, repeat)
+
+
 def in_process_jobs(cfg, repeat: int) -> tuple[float, float]:
     """Median (whole job - training) and median training seconds, run_job in a warm process."""
     run_job(cfg)  # warm: first-use costs of MLflow and matplotlib
@@ -101,6 +120,41 @@ def in_process_jobs(cfg, repeat: int) -> tuple[float, float]:
         overheads.append(time.perf_counter() - start - outcome.result.seconds)
         trainings.append(outcome.result.seconds)
     return statistics.median(overheads), statistics.median(trainings)
+
+
+def live_curves(cfg, repeat: int) -> None:
+    """A whole job's seconds (training included: the loop sends the batches) with the
+    default live flushing (a batch at most every tracking.flush_seconds), without any, and
+    with a batch at every point, interleaved round by round so that the machine's load
+    hits each alike; and one batch's cost alone."""
+    n_points = cfg.train.iterations // cfg.train.log_every + 1
+    print(f"live curves, default job ({n_points} points), warm, interleaved, medians of "
+          f"{repeat}:")  # fmt: skip
+    variants = {
+        f"default (flush_seconds={cfg.tracking.flush_seconds:g})": cfg,
+        "no live flushing (inf)": OmegaConf.merge(cfg, {"tracking": {"flush_seconds": math.inf}}),
+        "a batch every point": OmegaConf.merge(cfg, {"tracking": {"flush_seconds": 1e-9}}),
+    }
+    for variant in variants.values():
+        run_job(variant)  # warm
+    wall = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, variant in variants.items():
+            start = time.perf_counter()
+            run_job(variant)
+            wall[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in wall.items()}
+    for name, seconds in medians.items():
+        print(f"  whole job, {name:27} {seconds:6.3f} s")
+    default, none, every = medians.values()
+    print(f"  default - none: {default - none:+.3f} s a job (no call before the final batch "
+          f"when training is shorter than flush_seconds)")  # fmt: skip
+    print(f"  (every point - none) / {n_points} points: {(every - none) / n_points * 1000:.2f} ms "
+          f"a batch inside a job")  # fmt: skip
+    for points in (1, 100):
+        seconds = flush_seconds_per_batch(cfg, points, repeat * 5)
+        print(f"  one batch of {points:3} points ({2 * points:3} metrics), alone: "
+              f"{seconds * 1000:6.2f} ms")  # fmt: skip
 
 
 def run_sweep(store: Path, n_jobs: int, extra: list[str]) -> float:
@@ -225,6 +279,7 @@ def main() -> None:
             f"  {'whole job - training':22} {overhead:6.3f} s   (training {training:.3f} s,"
             f" overhead/training {overhead / training:.2f})"
         )
+        live_curves(cfg, args.repeat)
 
         versus_peer(store, args.rounds, extra)
         cores = os.cpu_count()

@@ -17,7 +17,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.data import DATASETS, SYNTHETIC, n_classes_of
+from pipeline.data import DATASETS, SYNTHETIC, n_classes_of, n_samples_of, split_sizes
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
 
@@ -31,6 +31,7 @@ class DatasetConfig:
     n_features: int = 2  # blobs and classification only
     n_classes: int = 2  # blobs and classification only
     test_size: float = 0.25
+    val_size: float = 0.2  # the fraction of the non-test part held out for validation; 0: none
 
 
 @dataclass
@@ -45,15 +46,18 @@ class ModelConfig:
 class TrainConfig:
     learning_rate: float = 0.1
     iterations: int = 2000
-    log_every: int = 20  # 100 points of train_cost and test_cost
+    log_every: int = 20  # 100 points of train_cost and val_cost
     dtype: str = "float64"  # float32 is about twice as fast
     blas_threads: int = 1  # one BLAS thread per job, one job per core
+    patience: int = 0  # early stopping: logged points without a val_cost improvement; 0: off
+    min_delta: float = 0.0  # the least decrease of val_cost that counts as an improvement
 
 
 @dataclass
 class TrackingConfig:
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str = "${dataset.name}"
+    flush_seconds: float = 2.0  # a training job's points reach the store at most this often
 
 
 @dataclass
@@ -68,7 +72,12 @@ class Config:
 
 # Keys added to the schema after configs were first recorded, each with the value that means
 # the behaviour from before it existed: a recorded config.yaml that lacks one reproduces with it.
-ADDED_LATER: dict[str, Any] = {}
+ADDED_LATER: dict[str, Any] = {
+    "dataset.val_size": 0.0,  # no validation part: train and test, curves of both
+    "train.patience": 0,  # no early stopping
+    "train.min_delta": 0.0,
+    "tracking.flush_seconds": math.inf,  # every point sent when the job ends
+}
 
 
 def register() -> None:
@@ -151,15 +160,35 @@ def validate(cfg: DictConfig) -> None:
     _check(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     _check(t.blas_threads >= 1, "train.blas_threads", t.blas_threads, "must be >= 1")
     _check(0 < d.test_size < 1, "dataset.test_size", d.test_size, "must be between 0 and 1")
+    _check(0 <= d.val_size < 1, "dataset.val_size", d.val_size, "must be >= 0 and < 1")
+    _check(t.patience >= 0, "train.patience", t.patience, "must be >= 0 (0: no early stopping)")
+    _check(
+        t.patience == 0 or d.val_size > 0,
+        "train.patience",
+        t.patience,
+        "early stopping watches val_cost: set dataset.val_size > 0",
+    )
+    _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "must be >= 0")
+    _check(
+        cfg.tracking.flush_seconds > 0,
+        "tracking.flush_seconds",
+        cfg.tracking.flush_seconds,
+        "must be > 0",
+    )
     _check(d.noise >= 0, "dataset.noise", d.noise, "must be >= 0")
     _check(d.n_features >= 2, "dataset.n_features", d.n_features, "must be >= 2")
     _check(d.n_classes >= 2, "dataset.n_classes", d.n_classes, "must be >= 2")
-    if d.name in SYNTHETIC:  # the bundled sets have a fixed size, large enough
-        k = n_classes_of(d)
-        n_test = math.ceil(d.test_size * d.n_samples)
-        _check(
-            min(n_test, d.n_samples - n_test) >= k,
-            "dataset.n_samples",
-            d.n_samples,
-            f"too few for {k} classes in both parts of a test_size={d.test_size} split",
-        )
+    # A stratified split needs at least one sample of each class in every part.
+    k = n_classes_of(d)
+    sizes = split_sizes(n_samples_of(d), d.test_size, d.val_size)
+    parts = [size for size in sizes if size]  # no validation part when val_size is 0
+    key = "dataset.n_samples" if d.name in SYNTHETIC else "dataset.test_size"
+    if d.name not in SYNTHETIC and d.val_size > 0:
+        key = "dataset.val_size"  # a bundled set's size is fixed: the fractions are too large
+    _check(
+        min(parts) >= k,
+        key,
+        d.get(key.removeprefix("dataset.")),
+        f"too few for {k} classes in each part: {sizes[0]} train, {sizes[1]} validation, "
+        f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
+    )

@@ -1,10 +1,12 @@
 """scikit-learn data sets by name, split, standardised and shaped for the network.
 
 X has shape (n_x, m) as on the slides. Y has shape (1, m) for two classes and is
-one-hot (K, m) for K >= 3. The split is stratified and the scaler is fitted on the
-training part only. Every random draw is seeded from ``seed``.
+one-hot (K, m) for K >= 3. The data is split into training, validation and test parts,
+each split stratified, and the scaler is fitted on the training part only. Every random
+draw is seeded from ``seed``.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,12 +66,26 @@ DATASETS: dict[str, tuple[Loader, int | None]] = {
     "digits": (_bundled("load_digits"), 10),
 }
 SYNTHETIC = ("moons", "circles", "blobs", "classification")
+BUNDLED_SIZES = {"breast_cancer": 569, "iris": 150, "wine": 178, "digits": 1797}
 
 
 def n_classes_of(d) -> int:
     """K, the number of classes the data set ``d`` (a dataset config) will have."""
     fixed = DATASETS[d.name][1]
     return fixed if fixed is not None else d.n_classes
+
+
+def n_samples_of(d) -> int:
+    """m, the number of samples the data set ``d`` (a dataset config) will have."""
+    return d.n_samples if d.name in SYNTHETIC else BUNDLED_SIZES[d.name]
+
+
+def split_sizes(m: int, test_size: float, val_size: float) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of ``m`` samples, as scikit-learn's splits round them:
+    the test part first, then ``val_size`` of the rest."""
+    n_test = math.ceil(test_size * m)
+    n_val = math.ceil(val_size * (m - n_test))
+    return m - n_test - n_val, n_val, n_test
 
 
 @dataclass
@@ -79,6 +95,8 @@ class Data:
     X_test: np.ndarray
     Y_test: np.ndarray
     n_classes: int
+    X_val: np.ndarray | None = None  # None: no validation part (val_size=0)
+    Y_val: np.ndarray | None = None
 
     @property
     def n_x(self) -> int:
@@ -98,7 +116,9 @@ def encode_labels(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
 
 
 def load(d, *, seed: int, dtype: str = "float64") -> Data:
-    """The data set named ``d.name``, split with ``d.test_size``, standardised, as (n_x, m)."""
+    """The data set named ``d.name``: ``d.test_size`` of it held out for testing, then
+    ``d.val_size`` of the rest for validation (none when 0), standardised with the training
+    part's statistics, as (n_x, m)."""
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -109,12 +129,26 @@ def load(d, *, seed: int, dtype: str = "float64") -> Data:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=d.test_size, stratify=y, random_state=seed
     )
+    x_val = y_val = None
+    if d.val_size > 0:  # with 0, the two parts above exactly as before validation existed
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_train, y_train, test_size=d.val_size, stratify=y_train, random_state=seed
+        )
     scaler = StandardScaler().fit(x_train)
     n_classes = n_classes_of(d)
+
+    def features(part: np.ndarray | None) -> np.ndarray | None:
+        return None if part is None else np.ascontiguousarray(scaler.transform(part).T, dtype)
+
+    def labels(part: np.ndarray | None) -> np.ndarray | None:
+        return None if part is None else encode_labels(part, n_classes, dtype)
+
     return Data(
-        X_train=np.ascontiguousarray(scaler.transform(x_train).T, dtype=dtype),
-        Y_train=encode_labels(y_train, n_classes, dtype),
-        X_test=np.ascontiguousarray(scaler.transform(x_test).T, dtype=dtype),
-        Y_test=encode_labels(y_test, n_classes, dtype),
+        X_train=features(x_train),
+        Y_train=labels(y_train),
+        X_test=features(x_test),
+        Y_test=labels(y_test),
         n_classes=n_classes,
+        X_val=features(x_val),
+        Y_val=labels(y_val),
     )

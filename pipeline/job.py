@@ -4,6 +4,7 @@ config -> validate -> data -> train -> params, curves, metrics, artifacts. Used 
 Hydra entry point (``pipeline.train``) and, with a recorded config, by reproduction.
 """
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from pipeline import data as datasets
 from pipeline import plots, tracking
 from pipeline.config import ModelConfig, config_digest, validate
+from pipeline.early_stopping import EarlyStopping
 from pipeline.training import Result, layer_dims, train
 
 log = logging.getLogger(__name__)
@@ -61,41 +63,54 @@ def run_job(
             "layer_dims": dims,
             "n_parameters": sum(n * (n_prev + 1) for n_prev, n in pairwise(dims)),
             "n_train": data.X_train.shape[1],
+            "n_val": 0 if data.X_val is None else data.X_val.shape[1],
             "n_test": data.X_test.shape[1],
         }
         tracking.log_params(client, run_id, params)
         tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
 
-        with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
-            result = train(
-                data,
-                dims,
-                activation=cfg.model.activation,
-                init=cfg.model.init,
-                learning_rate=cfg.train.learning_rate,
-                iterations=cfg.train.iterations,
-                log_every=cfg.train.log_every,
-                seed=cfg.seed,
-            )
-        record(client, run_id, cfg, data, result)
+        live = tracking.LiveCurves(client, run_id, cfg.tracking.flush_seconds)
+        listeners = [live]
+        if cfg.train.patience:
+            listeners.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
+        try:
+            with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
+                result = train(
+                    data,
+                    dims,
+                    activation=cfg.model.activation,
+                    init=cfg.model.init,
+                    learning_rate=cfg.train.learning_rate,
+                    iterations=cfg.train.iterations,
+                    log_every=cfg.train.log_every,
+                    seed=cfg.seed,
+                    listeners=listeners,
+                )
+        except BaseException:  # Ctrl-C or an error: the points so far go to the store first
+            with contextlib.suppress(Exception):  # what ends the run is the first error
+                live.flush()
+            raise
+        record(client, run_id, cfg, data, result, live)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
     return Outcome(run_id, experiment, outcome["status"], result)
 
 
-def record(client, run_id: str, cfg: DictConfig, data, result: Result) -> None:
-    """Curves, final metrics and artifacts of a finished or diverged training, batched."""
-    curves = {"train_cost": result.train_cost, "test_cost": result.test_cost}
+def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> None:
+    """The curves' points not sent yet (``live``: tracking.LiveCurves), final metrics, tags
+    and artifacts of a finished or diverged training, batched."""
     final = {"train_seconds": result.seconds}
     tags = {}
     title = f"{cfg.dataset.name} {run_name(cfg)}"
-    cost_figure = plots.cost_curves(result.steps, result.train_cost, result.test_cost, title)
+    cost_figure = plots.cost_curves(result.steps, result.curves, title)
     files = {
         "config.yaml": lambda path: path.write_text(OmegaConf.to_yaml(cfg, resolve=True)),
         "cost_curve.png": partial(plots.save_png, cost_figure),
     }
     if result.diverged_at is None:
         final |= {"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
+        if "val_cost" in result.curves:  # else test_cost is a curve, its last point the final
+            final |= {"val_accuracy": result.val_accuracy, "test_cost": result.test_cost}
         files["parameters.npz"] = lambda path: np.savez(path, **result.parameters)
         if data.n_x == 2:
             labels = data.Y_train.argmax(axis=0) if data.n_y > 1 else data.Y_train[0]
@@ -106,5 +121,9 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result) -> None:
     else:
         tags["failure_reason"] = f"diverged: cost not finite at iteration {result.diverged_at}"
         log.warning("%s: %s", run_name(cfg), tags["failure_reason"])
-    tracking.log_results(client, run_id, result.steps, curves, final, tags)
+    if result.stopped_at is not None:
+        final |= {"stopped_at": result.stopped_at}
+    if result.best_iteration is not None:
+        final |= {"best_iteration": result.best_iteration}
+    live.finish(final, tags, result.final_step)
     tracking.log_files(client, run_id, files)

@@ -5,7 +5,7 @@ state, no GUI backend, safe in parallel workers. Margins are fixed rather than c
 by a layout engine, which would draw every figure twice (~0.1 s a figure per job).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -30,11 +30,14 @@ def _figure(width: float, height: float):
     return fig, ax
 
 
-def cost_curves(steps: Sequence[int], train: Sequence[float], test: Sequence[float], title: str):
-    """Train and test cost against iteration."""
+CURVE_LABELS = {"train_cost": "train", "val_cost": "validation", "test_cost": "test"}
+
+
+def cost_curves(steps: Sequence[int], curves: Mapping[str, Sequence[float]], title: str):
+    """Each cost curve (train_cost, and val_cost or test_cost) against iteration."""
     fig, ax = _figure(6, 4)
-    ax.plot(steps, train, label="train")
-    ax.plot(steps, test, label="test", linestyle="--")
+    for (name, values), style in zip(curves.items(), ["-", "--", ":"], strict=False):
+        ax.plot(steps, values, label=CURVE_LABELS.get(name, name), linestyle=style)
     ax.set(xlabel="iteration", ylabel="cost J", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -112,8 +115,12 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
     return fig
 
 
-def accuracy_heatmaps(table):
-    """Test accuracy over depth x width, one panel per learning rate, on one colour scale.
+ACCURACY_LABELS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
+
+
+def accuracy_heatmaps(table, metric: str = "val_accuracy"):
+    """``metric`` (a column of ``table``) over depth x width, one panel per learning rate,
+    on one colour scale.
 
     With more learning rates than MAX_PANELS (a search), one panel: the best over all.
     """
@@ -122,7 +129,7 @@ def accuracy_heatmaps(table):
     panels = [(f"learning rate {r:g}", table[table.learning_rate == r]) for r in rates]
     if len(panels) > MAX_PANELS:
         panels = [("best over all learning rates", table)]
-    low, high = table.test_accuracy.min(), table.test_accuracy.max()
+    low, high = table[metric].min(), table[metric].max()
     norm = matplotlib.colors.Normalize(low if low < high else high - 0.01, high)
     width_in = 3.6 * len(panels) + 1 + 0.3 * max(0, len(widths) - 4)
     fig = Figure(figsize=(width_in, 3.4))
@@ -130,7 +137,7 @@ def accuracy_heatmaps(table):
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, runs) in zip(axes, panels, strict=True):
         grid = runs.pivot_table(
-            index="depth", columns="width", values="test_accuracy", aggfunc="max"
+            index="depth", columns="width", values=metric, aggfunc="max"
         ).reindex(index=depths, columns=widths)
         ran = set(zip(runs.depth, runs.width, strict=True))
         image = ax.imshow(grid.to_numpy(dtype=float), norm=norm, cmap="viridis", origin="lower")
@@ -143,5 +150,5 @@ def accuracy_heatmaps(table):
         ax.set(title=title, xlabel="width", ylabel="depth", aspect="auto")
         ax.set_xticks(range(len(widths)), widths)
         ax.set_yticks(range(len(depths)), depths)
-    fig.colorbar(image, ax=axes.tolist(), label="test accuracy", fraction=0.03)
+    fig.colorbar(image, ax=axes.tolist(), label=ACCURACY_LABELS.get(metric, metric), fraction=0.03)
     return fig

@@ -2,10 +2,12 @@
 
     python -m pipeline.report [--sweep PARENT_RUN_ID | --experiment NAME | --run RUN_ID]
 
-Writes ``runs.csv``, ``runs.md``, ``cost_curves.png`` (one panel per depth, coloured by
-learning rate) and ``accuracy_heatmap.png`` (test accuracy over depth x width, one panel
-per learning rate) to ``reports/<name>/``, prints the best rows, and logs the files as
-artifacts of the sweep's parent run (under ``report/``), so they also show in the UI.
+Writes ``runs.csv``, ``runs.md`` (best first by validation accuracy), ``cost_curves.png``
+(one panel per depth, coloured by learning rate) and ``accuracy_heatmap.png`` (validation
+accuracy over depth x width, one panel per learning rate) to ``reports/<name>/``, prints
+the best rows, and logs the files as artifacts of the sweep's parent run (under
+``report/``), so they also show in the UI. Runs without a validation part (val_size=0)
+are chosen by test accuracy, as before validation existed.
 """
 
 import argparse
@@ -17,8 +19,8 @@ from mlflow import MlflowClient
 from pipeline import plots, process, results, tracking
 from pipeline.errors import InputError, fail
 
-SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "test_cost",
-         "train_accuracy", "test_accuracy", "seconds"]  # fmt: skip
+SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "val_cost",
+         "test_cost", "train_accuracy", "val_accuracy", "test_accuracy", "seconds"]  # fmt: skip
 
 
 def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, list, str | None]:
@@ -63,7 +65,8 @@ def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> lis
     (folder / "runs.md").write_text(to_markdown(table[SHOWN]))
     curves = results.train_cost_curves(client, table.run_id)
     plots.save_png(plots.curves_by_depth(table, curves), folder / "cost_curves.png")
-    plots.save_png(plots.accuracy_heatmaps(table), folder / "accuracy_heatmap.png")
+    heatmap = plots.accuracy_heatmaps(table, results.chosen_by(table))
+    plots.save_png(heatmap, folder / "accuracy_heatmap.png")
     return sorted(folder.iterdir())
 
 

@@ -2,9 +2,10 @@
 
 The config comes from the run's ``config.yaml`` artifact (or a file), never from today's
 conf/: it is only typed by the schema, not re-composed. The new run goes to the same
-experiment, tagged ``reproduced_from``. Then every point of ``train_cost`` and
-``test_cost`` and the final metrics are compared. Exit 0 when they match (bit for bit,
-or within ``--rtol``), 1 when they differ, 2 on bad input (and no run is created).
+experiment, tagged ``reproduced_from``. Then every point of the cost curves
+(``train_cost``, ``val_cost``, ``test_cost``) and the final metrics are compared. Exit 0
+when they match (bit for bit, or within ``--rtol``), 1 when they differ, 2 on bad input
+(and no run is created).
 """
 
 import argparse
@@ -23,18 +24,20 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import process, tracking
-from pipeline.config import Config, ConfigError, validate
+from pipeline.config import ADDED_LATER, Config, ConfigError, validate
 from pipeline.errors import InputError, fail
 from pipeline.job import run_job, run_name
 
-CURVES = ("train_cost", "test_cost")
-FINAL = ("train_accuracy", "test_accuracy")
+# test_cost: one final point, or a whole curve in runs without a validation part
+CURVES = ("train_cost", "val_cost", "test_cost")
+FINAL = ("train_accuracy", "val_accuracy", "test_accuracy", "best_iteration", "stopped_at")
 
 
 def parse_config(text: str, source: str) -> DictConfig:
     """The recorded config, typed by the schema and checked; InputError if it is not one."""
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+        recorded = with_keys_added_later(OmegaConf.create(text))
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), recorded)
     except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:  # YAML or schema
         key = getattr(error, "full_key", None)
         where = f" at {key}" if key else ""
@@ -44,6 +47,15 @@ def parse_config(text: str, source: str) -> DictConfig:
     except ConfigError as error:
         raise InputError(f"{source}: {error}") from None
     return cfg
+
+
+def with_keys_added_later(recorded: DictConfig) -> DictConfig:
+    """``recorded`` with each key of ADDED_LATER it lacks set to the value that means the
+    behaviour from before the key existed (a config recorded before val_size has none)."""
+    for key, value in ADDED_LATER.items():
+        if OmegaConf.select(recorded, key, default=None) is None:
+            OmegaConf.update(recorded, key, value, force_add=True)
+    return recorded
 
 
 def recorded_config(client: MlflowClient, run_id: str) -> tuple[DictConfig, str]:

@@ -27,8 +27,10 @@ COLUMNS = {
     "params.model.width": "width",
     "params.train.learning_rate": "learning_rate",
     "metrics.train_cost": "train_cost",
+    "metrics.val_cost": "val_cost",
     "metrics.test_cost": "test_cost",
     "metrics.train_accuracy": "train_accuracy",
+    "metrics.val_accuracy": "val_accuracy",
     "metrics.test_accuracy": "test_accuracy",
     "metrics.train_seconds": "seconds",
 }
@@ -95,8 +97,15 @@ def unfinished(client: MlflowClient, parent: Run) -> str | None:
             f"Resume it: make sweep RESUME={parent.info.run_id}")  # fmt: skip
 
 
+def chosen_by(table: pd.DataFrame) -> str:
+    """The column runs are chosen by: ``val_accuracy``, or ``test_accuracy`` when no run has
+    a validation part (val_size=0, or runs recorded before validation existed)."""
+    return "val_accuracy" if table.val_accuracy.notna().any() else "test_accuracy"
+
+
 def runs_table(runs: list) -> pd.DataFrame:
-    """One row per run, best first (test accuracy, then test cost); metrics are final values."""
+    """One row per run, best first by ``chosen_by`` (validation accuracy, then validation
+    cost; runs without a validation part after the others); metrics are final values."""
     rows = []
     for run in runs:
         row = {"run": run.data.tags.get(MLFLOW_RUN_NAME, ""), "status": run.info.status}
@@ -108,9 +117,9 @@ def runs_table(runs: list) -> pd.DataFrame:
     table = table.rename(columns=COLUMNS)
     for column in ("depth", "width", "learning_rate"):
         table[column] = pd.to_numeric(table[column])
-    best_first = table.sort_values(
-        ["test_accuracy", "test_cost"], ascending=[False, True], na_position="last"
-    )
+    accuracy = chosen_by(table)
+    cost = accuracy.replace("accuracy", "cost")
+    best_first = table.sort_values([accuracy, cost], ascending=[False, True], na_position="last")
     return best_first.reset_index(drop=True)
 
 
@@ -141,9 +150,19 @@ def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
         "jobs_finished": len(finished),
         "jobs_failed": int((table.status != "FINISHED").sum()),
     }
-    if len(finished):
-        metrics["best_test_accuracy"] = float(finished.test_accuracy.max())
+    if len(finished):  # the table is best first
+        accuracy = chosen_by(table)
+        metrics[f"best_{accuracy}"] = float(finished[accuracy].iloc[0])
+        if accuracy != "test_accuracy":  # the chosen run's measure, beside: never a choice
+            metrics["best_run_test_accuracy"] = float(finished.test_accuracy.iloc[0])
     return metrics
+
+
+def best_run_measures(row) -> str:
+    """What a best run was chosen by, and its test accuracy beside, for one line of text."""
+    if pd.isna(row.val_accuracy):
+        return f"test accuracy {row.test_accuracy:.4f}; no validation part"
+    return f"validation accuracy {row.val_accuracy:.4f}, test accuracy {row.test_accuracy:.4f}"
 
 
 def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, list]]:
@@ -168,7 +187,6 @@ def summary(table: pd.DataFrame, seconds: float, status: str = "FINISHED", top: 
     finished = table[table.status == "FINISHED"]
     if finished.empty:
         return head
-    shown = finished.head(top)[
-        ["run", "status", "train_cost", "test_cost", "test_accuracy", "seconds"]
-    ]
+    columns = ["run", "status", "train_cost", "val_cost", "val_accuracy", "test_accuracy"]
+    shown = finished.head(top)[[c for c in columns if finished[c].notna().any()] + ["seconds"]]
     return f"{head}\nbest runs:\n{shown.to_string(index=False, float_format='%.4f')}"

@@ -331,7 +331,7 @@ def description(table: pd.DataFrame, swept: str, parent_run_id: str, n_jobs: int
     finished = table[table.status == "FINISHED"]
     if len(finished):
         best = finished.iloc[0]
-        lines.append(f"Best run: **{best.run}** (test accuracy {best.test_accuracy:.4f}).")
+        lines.append(f"Best run: **{best.run}** ({results.best_run_measures(best)}).")
     lines.append(f'Report: `make report ARGS="--sweep {parent_run_id}"` (tables and plots).')
     return "\n\n".join(lines)
 

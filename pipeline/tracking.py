@@ -144,18 +144,59 @@ def log_results(
     curves: Mapping[str, Sequence[float]] | None = None,
     final: Mapping[str, float] | None = None,
     tags: Mapping[str, Any] | None = None,
+    *,
+    final_step: int = 0,
+    points: Sequence[Metric] = (),
 ) -> None:
-    """Every point of every curve (step = iteration), the final metrics and tags, batched:
-    MLflow splits the batch only at its limit of 1,000 metrics a call."""
+    """Every point of every curve (step = iteration), ``points`` already made, the final
+    metrics (at ``final_step``) and tags, in one batch: MLflow splits it only at its limit
+    of 1,000 metrics a call."""
     now = int(time.time() * 1000)
-    metrics = [
+    metrics = list(points)
+    metrics += [
         Metric(key, float(value), now, step)
         for key, values in (curves or {}).items()
         for step, value in zip(steps, values, strict=True)
     ]
-    metrics += [Metric(key, float(value), now, 0) for key, value in (final or {}).items()]
+    metrics += [Metric(key, float(value), now, final_step) for key, value in (final or {}).items()]
     run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     client.log_batch(run_id, metrics=metrics, tags=run_tags)
+
+
+class LiveCurves:
+    """A training listener that sends a run's logged points to the store while it trains:
+    in one batch at most every ``flush_seconds``, the rest with the job's final batch.
+
+    A job shorter than ``flush_seconds`` thus makes no call before its final batch.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, flush_seconds: float) -> None:
+        self.client, self.run_id, self.flush_seconds = client, run_id, flush_seconds
+        self.pending: list[Metric] = []  # points not sent yet
+        self.flushed_at = time.monotonic()
+        self.batches = 0  # sent while training
+
+    def __call__(self, point) -> None:
+        """Keep the point's costs (``point.iteration``, ``point.costs``); send if it is time."""
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, point.iteration) for k, v in point.costs.items()]
+        if time.monotonic() - self.flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the points not sent yet, in one batch."""
+        if self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending)
+            self.pending, self.batches = [], self.batches + 1
+        self.flushed_at = time.monotonic()
+
+    def finish(self, final: Mapping[str, float], tags: Mapping[str, Any], final_step: int) -> None:
+        """The points not sent yet, the final metrics and the tags, in one batch."""
+        log_results(
+            self.client, self.run_id, final=final, tags=tags, final_step=final_step,
+            points=self.pending,
+        )  # fmt: skip
+        self.pending = []
 
 
 def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: np.ndarray):

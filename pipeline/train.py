@@ -47,7 +47,8 @@ def raise_terminated(signum: int, frame) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the test accuracy, which a search maximises; None (a failed trial) if diverged."""
+    """Returns the validation accuracy, which a search maximises (the test accuracy without a
+    validation part); None (a failed trial) if diverged."""
     process.tune_for_jobs()  # also in a sweep's worker processes
     signal.signal(signal.SIGTERM, raise_terminated)
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
@@ -83,7 +84,7 @@ def main(cfg: DictConfig) -> float | None:
         )
         print(f"{outcome.status} run {outcome.run_id}: {accuracy}, {r.seconds:.1f}s", flush=True)
         print(f"runs table (after `make ui`): {tracking.runs_table_url(outcome.experiment_id)}")
-    return outcome.result.test_accuracy if outcome.status == "FINISHED" else None
+    return outcome.result.selection_accuracy if outcome.status == "FINISHED" else None
 
 
 def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:

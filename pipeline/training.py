@@ -1,12 +1,13 @@
 """The training loop: full-batch gradient descent with the lecture's four steps.
 
 It knows nothing of Hydra or MLflow: it returns the cost curves and the trained
-parameters, and stops at once when the cost stops being finite.
+parameters, and stops at once when the cost stops being finite. At each logged point it
+calls its listeners (live curves, early stopping, ...), any of which may end training.
 """
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,16 +25,60 @@ from pipeline.nn import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Point:
+    """A logged point: the iteration, its costs by curve name, and the parameters they were
+    measured on (the loop's own arrays: copy them to keep them, never change them)."""
+
+    iteration: int
+    costs: Mapping[str, float]
+    parameters: Mapping[str, np.ndarray]
+    last: bool  # the point at train.iterations: training ends after it anyway
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A listener's request to end training after this point, and with which parameters."""
+
+    reason: str
+    parameters: Mapping[str, np.ndarray] | None = None  # None: the current ones
+    iteration: int | None = None  # the iteration ``parameters`` come from
+
+
+Listener = Callable[[Point], Stop | None]
+
+
 @dataclass
 class Result:
     parameters: dict[str, np.ndarray]
     steps: list[int] = field(default_factory=list)
-    train_cost: list[float] = field(default_factory=list)
-    test_cost: list[float] = field(default_factory=list)
+    # train_cost and the held-out curve: val_cost, or test_cost without a validation part
+    curves: dict[str, list[float]] = field(default_factory=dict)
     train_accuracy: float = float("nan")
+    val_accuracy: float = float("nan")  # nan without a validation part
     test_accuracy: float = float("nan")
+    test_cost: float = float("nan")  # of the final parameters
     seconds: float = 0.0
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
+    stopped_at: int | None = None  # the point at which a listener ended training
+    best_iteration: int | None = None  # where the kept parameters come from, if not the last
+
+    @property
+    def train_cost(self) -> list[float]:
+        return self.curves.get("train_cost", [])
+
+    @property
+    def selection_accuracy(self) -> float:
+        """What runs are chosen by: the validation accuracy, or the test accuracy when there
+        is no validation part (val_size=0, as before validation existed)."""
+        return self.test_accuracy if "val_cost" not in self.curves else self.val_accuracy
+
+    @property
+    def final_step(self) -> int:
+        """The iteration of the parameters the final metrics measure."""
+        if self.best_iteration is not None:
+            return self.best_iteration
+        return self.steps[-1] if self.steps else 0
 
 
 def layer_dims(n_x: int, depth: int, width: int, n_y: int) -> list[int]:
@@ -46,9 +91,17 @@ def accuracy(X: np.ndarray, Y: np.ndarray, parameters: dict, activation: str) ->
     return float((predict(X, parameters, hidden_activation=activation) == labels).mean())
 
 
-def cost_on_test(data: Data, parameters: dict, activation: str) -> float:
-    AL, _ = L_model_forward(data.X_test, parameters, hidden_activation=activation)
-    return compute_cost(AL, data.Y_test)
+def cost_on(X: np.ndarray, Y: np.ndarray, parameters: Mapping, activation: str) -> float:
+    AL, _ = L_model_forward(X, parameters, hidden_activation=activation)
+    return compute_cost(AL, Y)
+
+
+def held_out(data: Data) -> tuple[str, np.ndarray, np.ndarray]:
+    """The part whose cost the curves follow beside training: validation, or test when
+    there is none (val_size=0: the curves of before validation existed)."""
+    if data.X_val is None:
+        return "test_cost", data.X_test, data.Y_test
+    return "val_cost", data.X_val, data.Y_val
 
 
 def train(
@@ -61,14 +114,19 @@ def train(
     iterations: int = 1000,
     log_every: int = 10,
     seed: int = 0,
+    listeners: Sequence[Listener] = (),
 ) -> Result:
-    """Train on ``data`` and record train and test cost at iterations 0, log_every, ...
+    """Train on ``data`` and record train and held-out cost at iterations 0, log_every, ...
 
     The curves end with one more point at step ``iterations``: the cost of the trained
-    parameters. Training stops at the first iteration whose cost is not finite.
+    parameters. Training stops at the first iteration whose cost is not finite, or after
+    a point at which a listener returns a Stop (keeping the parameters it hands back).
+    The test part is looked at once, at the end, unless it is the held-out curve.
     """
     parameters = initialize_parameters_deep(dims, init=init, seed=seed, dtype=data.X_train.dtype)
     result = Result(parameters)
+    held_out_curve, X_held_out, Y_held_out = held_out(data)
+    result.curves = {"train_cost": [], held_out_curve: []}
     start = time.perf_counter()
     caches = None
     progress_every = max(1, iterations // 10)
@@ -82,17 +140,34 @@ def train(
             if not np.isfinite(cost):
                 result.diverged_at = i
                 break
-            if i % log_every == 0 or i == iterations:
-                result.steps.append(i)
-                result.train_cost.append(cost)
-                result.test_cost.append(cost_on_test(data, parameters, activation))
             if i % progress_every == 0 or i == iterations:
                 log.info("iteration %d/%d  train cost %.4f", i, iterations, cost)
+            if i % log_every == 0 or i == iterations:
+                held_out_cost = cost_on(X_held_out, Y_held_out, parameters, activation)
+                costs = {"train_cost": cost, held_out_curve: held_out_cost}
+                result.steps.append(i)
+                for name, value in costs.items():
+                    result.curves[name].append(value)
+                point = Point(i, costs, parameters, last=i == iterations)
+                stops = [stop for stop in (listener(point) for listener in listeners) if stop]
+                if stops:
+                    result.stopped_at = i
+                    if stops[0].parameters is not None:
+                        parameters = dict(stops[0].parameters)
+                        result.best_iteration = stops[0].iteration
+                    log.info("iteration %d: stopped, %s", i, stops[0].reason)
+                    break
             if i == iterations:
                 break
             update_parameters(parameters, L_model_backward(AL, data.Y_train, caches), learning_rate)
         result.seconds = time.perf_counter() - start
+        result.parameters = parameters
         if result.diverged_at is None:  # saturated but finite parameters can still overflow
             result.train_accuracy = accuracy(data.X_train, data.Y_train, parameters, activation)
             result.test_accuracy = accuracy(data.X_test, data.Y_test, parameters, activation)
+            if data.X_val is None:
+                result.test_cost = result.curves["test_cost"][-1]
+            else:
+                result.val_accuracy = accuracy(data.X_val, data.Y_val, parameters, activation)
+                result.test_cost = cost_on(data.X_test, data.Y_test, parameters, activation)
     return result

@@ -14,6 +14,8 @@ from pipeline import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# The last commit before the validation split: what "recorded before this change" means.
+BEFORE_VALIDATION = "7e7dec4ca65a43608e72e6c5a93641598afc5c6e"
 
 
 def run_cli(*args, cwd=None, timeout=300, env=None):

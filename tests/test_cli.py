@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from pipeline import tracking
 from tests.helpers import all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
@@ -96,8 +97,11 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     assert {c.data.tags["job_number"] for c in children} == {"0", "1", "2", "3"}
     assert parent.info.run_name.startswith("default-")
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
-    best = max(children, key=lambda c: c.data.metrics["test_accuracy"])
-    assert parent.data.metrics["best_test_accuracy"] == best.data.metrics["test_accuracy"]
+    best = max(
+        children, key=lambda c: (c.data.metrics["val_accuracy"], -c.data.metrics["val_cost"])
+    )
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["val_accuracy"]
+    assert parent.data.metrics["best_run_test_accuracy"] == best.data.metrics["test_accuracy"]
     artifacts = {a.path for a in client().list_artifacts(parent.info.run_id)}
     assert artifacts == {"comparison.csv", "cost_curves.png", "jobs.json"}
     recorded = client().download_artifacts(parent.info.run_id, "jobs.json", str(tmp_path))
@@ -116,10 +120,10 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
 
 def test_diverging_job_fails_while_its_sibling_finishes(store, tmp_path):
     uri, client = store
-    sweep(uri, tmp_path, "model.depth=3", "model.width=64", "train.learning_rate=0.1,10")
+    sweep(uri, tmp_path, "model.depth=3", "model.width=64", "train.learning_rate=0.1,30")
     (parent,), children = parents_and_children(client())
     status = {c.info.run_name: c.info.status for c in children}
-    assert status == {"d3-w64-lr0.1": "FINISHED", "d3-w64-lr10": "FAILED"}
+    assert status == {"d3-w64-lr0.1": "FINISHED", "d3-w64-lr30": "FAILED"}
     failed = next(c for c in children if c.info.status == "FAILED")
     assert failed.data.tags["failure_reason"].startswith("diverged")
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
@@ -157,6 +161,42 @@ def test_ctrl_c_leaves_no_run_running(store, tmp_path):
     parents, children = parents_and_children(client())
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} == {"KILLED"}
+
+
+def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
+    """Another process reads the store while the run trains: train_cost points are there."""
+    uri, client = store
+    command = [
+        sys.executable, "-m", "pipeline.train", f"tracking.uri={uri}",
+        "train.iterations=10000000", "train.log_every=200", "tracking.flush_seconds=0.5",
+    ]  # fmt: skip
+    tracking.connect(uri)  # the store's tables first: two processes creating them would race
+    # SIGINT as a terminal sends it, even if this test runs where it is ignored (a background job)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline, seen = time.monotonic() + 120, []
+        while len(seen) < 2 and time.monotonic() < deadline:  # two batches at least
+            time.sleep(0.5)
+            runs = all_runs(client())
+            if runs:
+                seen = client().get_metric_history(runs[0].info.run_id, "train_cost")
+                steps = {m.step for m in seen}
+        assert len(seen) >= 2, "no train_cost points in the store while the run trains"
+        assert client().get_run(runs[0].info.run_id).info.status == "RUNNING"
+        assert {m.step for m in client().get_metric_history(runs[0].info.run_id, "val_cost")}
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the run ends KILLED, its points kept
+        process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    run = client().get_run(runs[0].info.run_id)
+    assert run.info.status == "KILLED"
+    stored = client().get_metric_history(run.info.run_id, "train_cost")
+    assert steps <= {m.step for m in stored}
+    assert [m.step for m in stored] == list(range(0, 200 * len(stored), 200))  # none lost
 
 
 def group_alive(pgid: int) -> bool:

@@ -107,11 +107,22 @@ def test_defaults(compose_config):
         ("model.init=zeros", "model.init='zeros' is invalid: one of he"),
         ("train.dtype=float16", "train.dtype='float16' is invalid: one of float64, float32"),
         ("dataset.n_samples=3", "dataset.n_samples=3 is invalid: too few for 2 classes"),
+        ("dataset.val_size=1", "dataset.val_size=1.0 is invalid: must be >= 0 and < 1"),
+        ("dataset.val_size=-0.1", "dataset.val_size=-0.1 is invalid: must be >= 0 and < 1"),
+        ("dataset.n_samples=6", "dataset.n_samples=6 is invalid: too few for 2 classes in each "
+         "part: 3 train, 1 validation, 2 test (test_size=0.25, val_size=0.2)"),
+        ("dataset=iris dataset.val_size=0.98", "dataset.val_size=0.98 is invalid: too few for 3 "
+         "classes in each part: 2 train, 110 validation, 38 test"),
+        ("train.patience=-1", "train.patience=-1 is invalid: must be >= 0"),
+        ("train=early_stop dataset.val_size=0", "train.patience=10 is invalid: early stopping "
+         "watches val_cost: set dataset.val_size > 0"),
+        ("train.min_delta=-1", "train.min_delta=-1.0 is invalid: must be >= 0"),
+        ("tracking.flush_seconds=0", "tracking.flush_seconds=0.0 is invalid: must be > 0"),
     ],
-)
+)  # fmt: skip
 def test_bad_values_name_key_and_value(compose_config, override, message):
     with pytest.raises(ConfigError) as error:
-        validate(compose_config(override))
+        validate(compose_config(*override.split()))
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
 

@@ -26,15 +26,21 @@ def test_job_records_params_curves_metrics_and_artifacts(compose_config, store, 
     assert params["train.learning_rate"] == "0.1" and params["dataset.name"] == "moons"
     assert params["seed"] == "0" and params["tracking.experiment"] == "moons"
     assert params["layer_dims"] == "[2, 8, 8, 1]" and params["n_parameters"] == str(24 + 72 + 9)
-    assert (params["n_train"], params["n_test"]) == ("750", "250")
+    assert (params["n_train"], params["n_val"], params["n_test"]) == ("600", "150", "250")
+    assert params["dataset.val_size"] == "0.2" and params["train.patience"] == "0"
 
-    for key in ("train_cost", "test_cost"):
+    for key in ("train_cost", "val_cost"):
         history = client().get_metric_history(outcome.run_id, key)
         assert [m.step for m in history] == [*range(0, 90, 10), 90]
-        assert [m.value for m in history] == getattr(outcome.result, key)
+        assert [m.value for m in history] == outcome.result.curves[key]
+    # the test part is looked at once, at the end: one point, of the final parameters
+    (test_cost,) = client().get_metric_history(outcome.run_id, "test_cost")
+    assert (test_cost.step, test_cost.value) == (90, outcome.result.test_cost)
     metrics = run.data.metrics
     assert metrics["test_accuracy"] == outcome.result.test_accuracy > 0.8
-    assert set(metrics) >= {"train_accuracy", "test_accuracy", "train_seconds"}
+    assert metrics["val_accuracy"] == outcome.result.val_accuracy > 0.8
+    assert set(metrics) == {"train_cost", "val_cost", "test_cost", "train_accuracy",
+                            "val_accuracy", "test_accuracy", "train_seconds"}  # fmt: skip
 
     artifacts = {a.path for a in client().list_artifacts(outcome.run_id)}
     assert artifacts == {"config.yaml", "cost_curve.png", "decision_boundary.png", "parameters.npz"}
@@ -60,13 +66,43 @@ def test_no_decision_boundary_for_more_than_two_features(compose_config, store):
 def test_diverging_job_ends_failed_with_its_reason(compose_config, store):
     uri, client = store
     cfg = compose_config(
-        f"tracking.uri={uri}", "model.depth=3", "model.width=64", "train.learning_rate=10"
-    )
+        f"tracking.uri={uri}", "model.depth=3", "model.width=64", "train.learning_rate=30",
+        "train.log_every=1",
+    )  # fmt: skip
     outcome = run_job(cfg)
     run = client().get_run(outcome.run_id)
     assert outcome.status == run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("diverged: cost not finite at iteration")
-    assert "test_accuracy" not in run.data.metrics
+    assert "test_accuracy" not in run.data.metrics and "test_cost" not in run.data.metrics
+    # its points up to the divergence are in the store
+    history = client().get_metric_history(outcome.run_id, "train_cost")
+    assert [m.step for m in history] == list(range(outcome.result.diverged_at)) != []
+
+
+def test_early_stopping_job_records_where_it_stopped_and_reproduces(compose_config, store):
+    uri, client = store
+    overrides = [
+        f"tracking.uri={uri}", "train=early_stop", "dataset.n_samples=100",
+        "dataset.noise=0.25", "dataset.val_size=0.5", "model.width=64",
+        "train.learning_rate=0.3", "train.iterations=2000",
+    ]  # fmt: skip
+    outcome = run_job(compose_config(*overrides))
+    r, run_id = outcome.result, outcome.run_id
+    metrics = client().get_run(run_id).data.metrics
+    assert outcome.status == "FINISHED" and r.stopped_at < 2000
+    assert (metrics["stopped_at"], metrics["best_iteration"]) == (r.stopped_at, r.best_iteration)
+    val = client().get_metric_history(run_id, "val_cost")
+    assert val[-1].step == r.stopped_at  # the curves end where it stopped
+    best = min(val, key=lambda m: m.value)
+    assert best.step == r.best_iteration
+    # the final metrics are those of the restored parameters, at the best point's step
+    (test_cost,) = client().get_metric_history(run_id, "test_cost")
+    assert test_cost.step == r.best_iteration and metrics["val_accuracy"] == r.val_accuracy
+    again = run_job(compose_config(*overrides))
+    for key in ("train_cost", "val_cost", "test_cost"):
+        a = [(m.step, m.value) for m in client().get_metric_history(run_id, key)]
+        b = [(m.step, m.value) for m in client().get_metric_history(again.run_id, key)]
+        assert a == b
 
 
 def test_bad_value_leaves_nothing_in_the_store(compose_config, store, tmp_path):

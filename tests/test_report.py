@@ -13,16 +13,50 @@ FILES = ["accuracy_heatmap.png", "cost_curves.png", "runs.csv", "runs.md"]
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """A 2 x 2 sweep with one diverging job, in a fresh store."""
+    """A 2 x 2 sweep with one diverging job, in a fresh store, on a small noisy data set
+    where the best run by validation accuracy is not the best by test accuracy."""
     folder = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "train.iterations=60",
-        "train.log_every=5", "model.depth=1,3", "model.width=64", "train.learning_rate=0.1,10",
-        "hydra.launcher.n_jobs=2", cwd=folder,
+        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "dataset.n_samples=200",
+        "dataset.noise=0.3", "train.iterations=60", "train.log_every=5", "model.depth=1,3",
+        "model.width=64", "train.learning_rate=1.0,30", "hydra.launcher.n_jobs=2", cwd=folder,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    return folder, uri
+    return folder, uri, done.stdout
+
+
+def best(runs, part):
+    """The run with the best accuracy on ``part`` (val or test), then the lowest cost."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    return max(finished, key=lambda r: (r.data.metrics[f"{part}_accuracy"],
+                                        -r.data.metrics[f"{part}_cost"]))  # fmt: skip
+
+
+def test_the_sweep_and_the_report_rank_by_validation_not_test(swept):
+    folder, uri, stdout = swept
+    client = MlflowClient(uri)
+    (parent,), children = parents_and_children(client)
+    by_val, by_test = best(children, "val"), best(children, "test")
+    assert by_val.info.run_name != by_test.info.run_name  # the case this test is about
+    assert by_test.data.metrics["test_accuracy"] > by_val.data.metrics["test_accuracy"]
+    winner = by_val.info.run_name
+    # the sweep's summary, its best run and description, its metrics
+    best_runs = stdout.split("best runs:\n")[1].splitlines()
+    assert best_runs[0].split()[0] == "run" and best_runs[1].split()[0] == winner
+    assert "val_accuracy" in best_runs[0] and "test_accuracy" in best_runs[0]
+    assert parent.data.tags["best_run"] == winner
+    assert f"Best run: **{winner}** (validation accuracy" in parent.data.tags["mlflow.note.content"]
+    metrics = parent.data.metrics
+    assert metrics["best_val_accuracy"] == by_val.data.metrics["val_accuracy"]
+    assert metrics["best_run_test_accuracy"] == by_val.data.metrics["test_accuracy"]
+    assert "best_test_accuracy" not in metrics  # never chosen by test
+    # the report
+    done = report(uri, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(folder / "reports" / parent.info.run_name / "runs.csv")
+    assert table.run.iloc[0] == winner
+    assert done.stdout.splitlines()[2].split()[0] == winner  # the first printed row
 
 
 def report(uri, *args, cwd):
@@ -30,7 +64,7 @@ def report(uri, *args, cwd):
 
 
 def test_report_of_the_latest_sweep(swept):
-    folder, uri = swept
+    folder, uri, _ = swept
     done = report(uri, cwd=folder)
     assert done.returncode == 0, done.stderr
     client = MlflowClient(uri)
@@ -48,9 +82,10 @@ def test_report_of_the_latest_sweep(swept):
         assert row.learning_rate == float(child.data.params["train.learning_rate"])
         assert row.train_cost == child.data.metrics["train_cost"]
         if row.status == "FINISHED":
-            assert row.test_accuracy == child.data.metrics["test_accuracy"]
-    assert table.test_accuracy.iloc[0] == table.test_accuracy.max()  # best first
-    assert "FAILED" in set(table.status)  # d3-w64-lr10 diverges and is still reported
+            for key in ("val_cost", "test_cost", "val_accuracy", "test_accuracy"):
+                assert getattr(row, key) == child.data.metrics[key]
+    assert table.val_accuracy.iloc[0] == table.val_accuracy.max()  # best first
+    assert "FAILED" in set(table.status)  # d3-w64-lr30 diverges and is still reported
     assert (out / "runs.md").read_text().startswith("| run | status | depth |")
     assert (out / "cost_curves.png").read_bytes().startswith(b"\x89PNG")
 
@@ -81,7 +116,7 @@ def test_report_of_a_single_run_and_of_an_experiment(compose_config, store, tmp_
     ],
 )
 def test_bad_input_exits_2_with_one_line(swept, args, message):
-    folder, uri = swept
+    folder, uri, _ = swept
     done = report(uri, *args, cwd=folder)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1

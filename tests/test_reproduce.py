@@ -1,9 +1,15 @@
 """Reproduction from a run's recorded config: bit-for-bit curves, and one-line errors."""
 
-import pytest
+import shutil
+import subprocess
+import tarfile
 
+import pytest
+import yaml
+
+from pipeline.config import ADDED_LATER
 from pipeline.job import run_job
-from tests.helpers import all_runs, parents_and_children, run_cli
+from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,14 +30,15 @@ def test_run_reproduces_identically_from_its_run_id(recorded, tmp_path):
     uri, client, run_id = recorded
     done = reproduce(uri, run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "identical: all 204 values" in done.stdout  # 2 curves x 101 points + 2 accuracies
+    # 2 curves x 101 points, test_cost once, 3 accuracies
+    assert "identical: all 206 values" in done.stdout
     runs = all_runs(client())
     (new,) = [r for r in runs if r.info.run_id != run_id]
     assert new.data.tags["reproduced_from"] == run_id
     assert new.info.experiment_id == client().get_run(run_id).info.experiment_id
     assert new.info.status == "FINISHED" and new.info.run_name == "d2-w8-lr0.1"
     assert new.data.params["train.blas_threads"] == "1"
-    for key in ("train_cost", "test_cost"):
+    for key in ("train_cost", "val_cost"):
         original = [m.value for m in client().get_metric_history(run_id, key)]
         again = [m.value for m in client().get_metric_history(new.info.run_id, key)]
         assert original == again and len(original) == 101
@@ -59,6 +66,53 @@ def test_different_config_is_reported_with_its_largest_deviation(recorded, tmp_p
     assert "differs: largest deviation" in done.stdout and "values differ" in done.stdout
     loose = reproduce(uri, str(config), "--against", run_id, "--rtol", "10", cwd=tmp_path)
     assert loose.returncode == 0 and "match within rtol=10" in loose.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git and the project's history")
+def test_a_run_recorded_before_validation_existed_reproduces_identically(store, tmp_path):
+    """A real old run: the code of the commit before the validation split, run from git."""
+    uri, client = store
+    old_code = tmp_path / "before"
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", BEFORE_VALIDATION, "pipeline", "conf"],
+        cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    if archive.returncode != 0:
+        pytest.skip(f"the commit before validation is not in this clone: {archive.stderr}")
+    old_code.mkdir()
+    (tmp_path / "before.tar").write_bytes(archive.stdout)
+    with tarfile.open(tmp_path / "before.tar") as tar:
+        tar.extractall(old_code, filter="data")
+    # python -m from that folder imports its pipeline/, not the installed one
+    old = run_cli("pipeline.train", f"tracking.uri={uri}", "train=quick", cwd=old_code)
+    assert old.returncode == 0, old.stderr[-2000:]
+    (run,) = all_runs(client())
+    client().download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    recorded = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert "val_size" not in recorded["dataset"] and "patience" not in recorded["train"]
+    assert len(client().get_metric_history(run.info.run_id, "test_cost")) == 101  # a curve
+
+    done = reproduce(uri, run.info.run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "identical: all 204 values" in done.stdout  # train and test curves, 2 accuracies
+    new = next(r for r in all_runs(client()) if r.info.run_id != run.info.run_id)
+    for key, value in ADDED_LATER.items():  # it ran with the behaviour of before
+        assert new.data.params[key] == str(value)
+    assert new.data.params["n_val"] == "0" and "val_cost" not in new.data.metrics
+
+
+def test_an_early_stopped_run_reproduces_identically(compose_config, store, tmp_path):
+    uri, _ = store
+    cfg = compose_config(
+        f"tracking.uri={uri}", "train=early_stop", "dataset.n_samples=100", "dataset.noise=0.25",
+        "dataset.val_size=0.5", "model.width=64", "train.learning_rate=0.3",
+    )  # fmt: skip
+    outcome = run_job(cfg)
+    assert outcome.result.stopped_at < cfg.train.iterations
+    done = reproduce(uri, outcome.run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    n = 2 * len(outcome.result.steps) + 1 + 3 + 2  # curves, test_cost, accuracies, where
+    assert f"identical: all {n} values" in done.stdout
 
 
 def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from pipeline import tracking
+from pipeline.training import Point
 from tests.helpers import ROOT
 
 # Logs data sets ds0, ds1, ... as inputs of new runs; waits for a start time first, so two
@@ -62,3 +63,33 @@ def test_only_the_races_own_errors_are_caught(store):
     duplicate = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id"
     assert tracking.is_duplicate_key(MlflowException(duplicate))
     assert not tracking.is_duplicate_key(MlflowException("Run with id=feedbeef not found"))
+
+
+def test_live_curves_send_points_in_batches_only_when_due(store):
+    uri, client = store
+    experiment = tracking.experiment_id(tracking.connect(uri), "live")
+    points = [Point(i, {"train_cost": 1.0 / (i + 1), "val_cost": 2.0}, {}, False) for i in range(5)]
+
+    def stored(run_id):
+        return [(m.step, m.value) for m in client().get_metric_history(run_id, "train_cost")]
+
+    # a job shorter than flush_seconds: nothing before its one final batch
+    quiet_run = tracking.start_run(tracking.connect(uri), experiment, "quiet", {})
+    quiet = tracking.LiveCurves(tracking.connect(uri), quiet_run, flush_seconds=3600)
+    for point in points:
+        quiet(point)
+    assert stored(quiet_run) == [] and quiet.batches == 0
+    quiet.finish({"train_accuracy": 0.9}, {"done": "yes"}, final_step=4)
+    assert stored(quiet_run) == [(p.iteration, p.costs["train_cost"]) for p in points]
+    run = client().get_run(quiet_run)
+    assert run.data.metrics["train_accuracy"] == 0.9 and run.data.tags["done"] == "yes"
+    assert client().get_metric_history(quiet_run, "train_accuracy")[0].step == 4
+
+    # due at every point: each point is in the store as soon as it is logged
+    live_run = tracking.start_run(tracking.connect(uri), experiment, "live", {})
+    live = tracking.LiveCurves(tracking.connect(uri), live_run, flush_seconds=1e-9)
+    for n, point in enumerate(points, start=1):
+        live(point)
+        assert len(stored(live_run)) == n and live.batches == n
+    live.finish({}, {}, final_step=4)
+    assert len(stored(live_run)) == 5  # nothing sent twice
