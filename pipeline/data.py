@@ -64,6 +64,18 @@ DATASETS: dict[str, tuple[Loader, int | None]] = {
     "digits": (_bundled("load_digits"), 10),
 }
 SYNTHETIC = ("moons", "circles", "blobs", "classification")
+WITH_N_FEATURES = ("blobs", "classification")  # the other synthetic sets have 2 features
+# The bundled sets' (examples, features), so that a config is checked without loading
+# scikit-learn (tests compare them with what its loaders return).
+BUNDLED_SHAPES = {"breast_cancer": (569, 30), "iris": (150, 4), "wine": (178, 13),
+                  "digits": (1797, 64)}  # fmt: skip
+
+
+def shape_of(d) -> tuple[int, int]:
+    """(examples, features) of the data set ``d`` (a dataset config), without loading it."""
+    if d.name in BUNDLED_SHAPES:
+        return BUNDLED_SHAPES[d.name]
+    return d.n_samples, d.n_features if d.name in WITH_N_FEATURES else 2
 
 
 def n_classes_of(d) -> int:

@@ -86,6 +86,11 @@ def check_overrides(argv: list[str]) -> None:
                 config.validate(cfg)
     except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
         fail(config.error_line(error))
+    if not (args.cfg or args.info or args.help or args.shell_completion):  # jobs will run: the
+        try:  # store answers, before any job is launched (Hydra would only warn in its callback)
+            tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
+        except tracking.StoreError as error:
+            fail(error)
 
 
 if __name__ == "__main__":
