@@ -5,6 +5,7 @@ printed only once the UI answers there; a port that is taken is one line and exi
 """
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -75,9 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     uri = tracking.tracking_uri()
     if not uri.startswith(tracking.SQLITE):
         fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
+    try:
+        client = tracking.connect(uri)  # the store works, before the UI starts on it
+    except tracking.StoreError as error:
+        fail(error)
 
     def announce(base: str) -> None:
-        run = latest_sweep(tracking.connect(uri))
+        run = latest_sweep(client)
         if run is None:
             print(f"MLflow UI on {base}; the store {uri} has no runs yet: run `make sweep`")
         else:

@@ -119,6 +119,7 @@ def test_corrupt_store_is_refused_by_every_command(filled_store, tmp_path, damag
             ["pipeline.train", *QUICK],
             ["pipeline.report"],
             ["pipeline.reproduce", "0a1b"],
+            ["pipeline.ui", "--port", str(free_port())],
         ]
     for command in commands:
         done = run_cli(*command, cwd=tmp_path, env=env)
