@@ -312,7 +312,7 @@ def is_running(client: MlflowClient, run_id: str) -> bool:
 
 def ui_address(host: str = UI_HOST, port: int | str | None = None) -> str:
     """Where `make ui` or `make server` serves the UI: $PORT (as in the Makefile) by default."""
-    return f"http://{host}:{port or os.environ.get('PORT', UI_PORT)}"
+    return f"http://{host}:{port or os.environ.get('PORT') or UI_PORT}"  # make exports PORT=''
 
 
 def experiments_url(base: str | None = None) -> str:

@@ -23,7 +23,7 @@ STARTUP_SECONDS = 120
 
 
 def add_address_arguments(parser: argparse.ArgumentParser) -> None:
-    port = int(os.environ.get("PORT", tracking.UI_PORT))
+    port = int(os.environ.get("PORT") or tracking.UI_PORT)  # `make` exports PORT empty if unset
     parser.add_argument("--port", type=int, default=port, help=f"default $PORT or {port}")
     parser.add_argument("--host", default=tracking.UI_HOST, help="default %(default)s")
 

@@ -185,6 +185,7 @@ def test_port_that_is_taken_is_one_line_and_no_address(tmp_path, command):
         holder.listen()
         port = holder.getsockname()[1]
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+        env["PORT"] = ""  # as `make` exports it when it is not set
         done = run_cli(command, "--port", str(port), cwd=tmp_path, env=env, timeout=60)
     assert_one_error_line(done, f"cannot listen on 127.0.0.1:{port}", "PORT=")
     assert done.stdout == ""  # no address of the other program
