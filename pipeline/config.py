@@ -6,10 +6,13 @@ this schema when it composes ``conf/``; ``validate`` then checks the ranges, bef
 data is loaded or any MLflow run is created.
 """
 
+import copy
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -17,9 +20,20 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.data import DATASETS, SYNTHETIC, n_classes_of, n_samples_of, split_sizes
+from pipeline.data import (
+    DATASETS,
+    SYNTHETIC,
+    WITH_N_FEATURES,
+    n_classes_of,
+    n_samples_of,
+    shape_of,
+    split_sizes,
+)
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
+from pipeline.training import layer_dims
+
+SEEDS = 2**32  # NumPy's seeds (and scikit-learn's random_state) are 0 .. 2**32 - 1
 
 
 @dataclass
@@ -159,6 +173,7 @@ def validate(cfg: DictConfig) -> None:
     )
     _check(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     _check(t.blas_threads >= 1, "train.blas_threads", t.blas_threads, "must be >= 1")
+    _check(0 <= cfg.seed < SEEDS, "seed", cfg.seed, f"must be between 0 and {SEEDS - 1}")
     _check(0 < d.test_size < 1, "dataset.test_size", d.test_size, "must be between 0 and 1")
     _check(0 <= d.val_size < 1, "dataset.val_size", d.val_size, "must be >= 0 and < 1")
     _check(t.patience >= 0, "train.patience", t.patience, "must be >= 0 (0: no early stopping)")
@@ -192,3 +207,56 @@ def validate(cfg: DictConfig) -> None:
         f"too few for {k} classes in each part: {sizes[0]} train, {sizes[1]} validation, "
         f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
     )
+    check_memory(cfg)
+
+
+def training_bytes(cfg: DictConfig) -> int:
+    """About how many bytes training ``cfg`` holds at once: the parameters and their
+    gradients, the training set's activations (forward caches) and their gradients
+    (backward buffers), and the test set's activations (test_cost)."""
+    d, m = cfg.dataset, cfg.model
+    n, n_x = shape_of(d)
+    k = n_classes_of(d)
+    dims = layer_dims(n_x, m.depth, m.width, 1 if k == 2 else k)
+    n_test = math.ceil(d.test_size * n)
+    n_parameters = sum(units * (previous + 1) for previous, units in pairwise(dims))
+    values = 2 * n_parameters + 2 * sum(dims) * (n - n_test) + sum(dims) * n_test
+    return values * (8 if cfg.train.dtype == "float64" else 4)
+
+
+def machine_memory() -> int:
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """ConfigError, with the estimate, if training ``cfg`` would not fit in the machine's
+    memory; it names the first of width, depth, number of examples or of features whose
+    schema default would make it fit (the width if none would)."""
+    needed, memory = training_bytes(cfg), machine_memory()
+    if needed <= memory:
+        return
+    d, m = cfg.dataset, cfg.model
+    candidates = {"model.width": ModelConfig.width, "model.depth": ModelConfig.depth}
+    if d.name in SYNTHETIC:
+        candidates["dataset.n_samples"] = DatasetConfig.n_samples
+    if d.name in WITH_N_FEATURES:
+        candidates["dataset.n_features"] = DatasetConfig.n_features
+    key = next((k for k, v in candidates.items() if fits_with(cfg, k, v, memory)), "model.width")
+    n, n_x = shape_of(d)
+    raise ConfigError(
+        key,
+        OmegaConf.select(cfg, key),
+        f"about {needed / 2**30:,.0f} GiB of parameters, activations and their gradients for "
+        f"{m.depth} hidden layers of {m.width} units on {n} examples of {n_x} features in "
+        f"{cfg.train.dtype}, more than the {memory / 2**30:.0f} GiB this machine has",
+    )
+
+
+def fits_with(cfg: DictConfig, key: str, value: Any, memory: int) -> bool:
+    """Whether ``cfg`` with ``key`` lowered to ``value`` would fit in ``memory`` bytes."""
+    if OmegaConf.select(cfg, key) <= value:
+        return False  # not lowered: not the reason
+    lowered = copy.deepcopy(cfg)
+    OmegaConf.update(lowered, key, value, merge=False)
+    return training_bytes(lowered) <= memory

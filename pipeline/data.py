@@ -66,7 +66,18 @@ DATASETS: dict[str, tuple[Loader, int | None]] = {
     "digits": (_bundled("load_digits"), 10),
 }
 SYNTHETIC = ("moons", "circles", "blobs", "classification")
-BUNDLED_SIZES = {"breast_cancer": 569, "iris": 150, "wine": 178, "digits": 1797}
+WITH_N_FEATURES = ("blobs", "classification")  # the other synthetic sets have 2 features
+# The bundled sets' (examples, features), so that a config is checked without loading
+# scikit-learn (tests compare them with what its loaders return).
+BUNDLED_SHAPES = {"breast_cancer": (569, 30), "iris": (150, 4), "wine": (178, 13),
+                  "digits": (1797, 64)}  # fmt: skip
+
+
+def shape_of(d) -> tuple[int, int]:
+    """(examples, features) of the data set ``d`` (a dataset config), without loading it."""
+    if d.name in BUNDLED_SHAPES:
+        return BUNDLED_SHAPES[d.name]
+    return d.n_samples, d.n_features if d.name in WITH_N_FEATURES else 2
 
 
 def n_classes_of(d) -> int:
@@ -77,7 +88,7 @@ def n_classes_of(d) -> int:
 
 def n_samples_of(d) -> int:
     """m, the number of samples the data set ``d`` (a dataset config) will have."""
-    return d.n_samples if d.name in SYNTHETIC else BUNDLED_SIZES[d.name]
+    return shape_of(d)[0]
 
 
 def split_sizes(m: int, test_size: float, val_size: float) -> tuple[int, int, int]:

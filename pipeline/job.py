@@ -67,6 +67,8 @@ def run_job(
             "n_test": data.X_test.shape[1],
         }
         tracking.log_params(client, run_id, params)
+        # first: a run that crashes can still be reproduced from it
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
 
         live = tracking.LiveCurves(client, run_id, cfg.tracking.flush_seconds)
@@ -104,7 +106,6 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> 
     title = f"{cfg.dataset.name} {run_name(cfg)}"
     cost_figure = plots.cost_curves(result.steps, result.curves, title)
     files = {
-        "config.yaml": lambda path: path.write_text(OmegaConf.to_yaml(cfg, resolve=True)),
         "cost_curve.png": partial(plots.save_png, cost_figure),
     }
     if result.diverged_at is None:

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
-    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
     try:
+        client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
         name, runs, parent = select_runs(client, args)
     except InputError as error:
         fail(error)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         fail(f"{name} has no runs to report")
     table = results.runs_table(runs)
-    files = write_report(client, table, Path(args.out) / name)
+    files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
     counts = results.sweep_metrics(table)
     print(f"{name}: {len(table)} runs, {counts['jobs_finished']} finished, "
           f"{counts['jobs_failed']} failed or killed")  # fmt: skip
@@ -104,4 +104,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     process.skip_final_collection()
+    process.give_up_on_silent_servers()
     main()

@@ -27,6 +27,7 @@ from pipeline import process, tracking
 from pipeline.config import ADDED_LATER, Config, ConfigError, validate
 from pipeline.errors import InputError, fail
 from pipeline.job import run_job, run_name
+from pipeline.tracking import flatten
 
 # test_cost: one final point, or a whole curve in runs without a validation part
 CURVES = ("train_cost", "val_cost", "test_cost")
@@ -34,11 +35,39 @@ FINAL = ("train_accuracy", "val_accuracy", "test_accuracy", "best_iteration", "s
 
 
 def parse_config(text: str, source: str) -> DictConfig:
-    """The recorded config, typed by the schema and checked; InputError if it is not one."""
+    """The recorded config, typed by the schema and checked; InputError if it is not one.
+
+    A recorded config has every key of the schema of its day: a key added since
+    (ADDED_LATER) may be missing and takes the value that means the behaviour from before
+    it; any other missing key is refused. The error never quotes the file: it may be
+    anything (a path given by mistake), and its lines would end up in logs.
+    """
     try:
-        recorded = with_keys_added_later(OmegaConf.create(text))
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), recorded)
-    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:  # YAML or schema
+        recorded = OmegaConf.create(text)  # OmegaConf's YAML: 1e-5 is a float
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{source} is not a config: not valid YAML{where}") from None
+    keys = (
+        set(flatten(OmegaConf.to_container(recorded)))
+        if isinstance(recorded, DictConfig)
+        else set()
+    )
+    schema = set(flatten(OmegaConf.to_container(OmegaConf.structured(Config))))
+    if not keys & schema:
+        raise InputError(f"{source} is not a config: it has none of the config's keys")
+    missing = sorted(schema - keys - ADDED_LATER.keys())
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise InputError(
+            f"{source} is not a complete recorded config: it lacks {', '.join(missing[:3])}{more}"
+        )
+    base = OmegaConf.structured(Config)
+    for key, value in ADDED_LATER.items():
+        OmegaConf.update(base, key, value, merge=False)
+    try:
+        cfg = OmegaConf.merge(base, recorded)
+    except (OmegaConfBaseException, ValueError) as error:  # an unknown key, a wrong type
         key = getattr(error, "full_key", None)
         where = f" at {key}" if key else ""
         raise InputError(f"{source} is not a valid config{where}: {first_line(error)}") from None
@@ -47,15 +76,6 @@ def parse_config(text: str, source: str) -> DictConfig:
     except ConfigError as error:
         raise InputError(f"{source}: {error}") from None
     return cfg
-
-
-def with_keys_added_later(recorded: DictConfig) -> DictConfig:
-    """``recorded`` with each key of ADDED_LATER it lacks set to the value that means the
-    behaviour from before the key existed (a config recorded before val_size has none)."""
-    for key, value in ADDED_LATER.items():
-        if OmegaConf.select(recorded, key, default=None) is None:
-            OmegaConf.update(recorded, key, value, force_add=True)
-    return recorded
 
 
 def recorded_config(client: MlflowClient, run_id: str) -> tuple[DictConfig, str]:

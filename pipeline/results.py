@@ -3,6 +3,7 @@
 This module only reads; what a sweep writes on its parent run is ``pipeline.sweep``'s.
 """
 
+import functools
 import json
 import socket
 import tempfile
@@ -37,14 +38,20 @@ COLUMNS = {
 
 
 def latest_sweep(client: MlflowClient):
-    """The newest parent run (a sweep) in the store, or else the newest run, or None."""
+    """The newest parent run (a sweep) in the store, or else the newest run, or None.
+
+    Asked of the store, not picked from a page of runs: a sweep's parent starts before its
+    jobs, so after a large sweep it is far down the list of newest runs.
+    """
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return None
-    runs = client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=200)
-    sweeps = [r for r in runs if tracking.SWEEP_TAG in r.data.tags]
-    singles = [r for r in runs if tracking.parent_of(r) is None]
-    return (sweeps or singles or [None])[0]
+    newest = functools.partial(
+        client.search_runs, experiments, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    # LIKE '%': every run that has the tag (IS NOT NULL is newer than some MLflow 3 releases)
+    runs = newest(f"tags.`{tracking.SWEEP_TAG}` LIKE '%'") or newest()
+    return runs[0] if runs else None
 
 
 def recorded_jobs(client: MlflowClient, run: Run) -> dict:
@@ -87,9 +94,8 @@ def unfinished(client: MlflowClient, parent: Run) -> str | None:
         never = [
             n for n, d in zip(record["names"], record["digests"], strict=True) if d not in started
         ]
-        jobs = (
-            f"{len(never)} of {len(record['names'])} jobs never ran ({', '.join(never) or 'none'})"
-        )
+        named = ", ".join(never[:6]) + (", ..." if len(never) > 6 else "")
+        jobs = f"{len(never)} of {len(record['names'])} jobs never ran ({named or 'none'})"
     except InputError:
         jobs = "its job list was not recorded"
     left = f"{len(running)} left RUNNING ({', '.join(running)})" if running else "none left RUNNING"

@@ -8,11 +8,13 @@ import argparse
 import fcntl
 import functools
 import os
+import re
+import sqlite3
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +51,100 @@ def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+ELSEWHERE = "choose another store with tracking.uri=, --tracking-uri or MLFLOW_TRACKING_URI"
+# How MLflow says it has no store for a URI's scheme (its tracking and its model registry).
+UNKNOWN_SCHEME = ("unsupported URI", "Could not find a registered")
+
+
+class StoreError(InputError):
+    """The store cannot be used (unwritable, corrupt, unknown, a server that does not
+    answer); the message names it and what to do."""
+
+
 @functools.cache
 def connect(uri: str) -> MlflowClient:
-    """A client on ``uri``, one per process; a new SQLite store gets its folder and schema here.
+    """A client on ``uri``, one per process, once the store has answered; a new SQLite store
+    gets its folder and schema here. StoreError if the store cannot be used.
 
     Two processes creating the same new store at once race on its schema (a table or
     column "already exists"): a lock file beside the database lets one create it.
     """
     if not uri.startswith(SQLITE):
-        return MlflowClient(tracking_uri=uri)
+        return answering_client(uri)
     database = Path(uri.removeprefix(SQLITE))
-    database.parent.mkdir(parents=True, exist_ok=True)
+    check_sqlite_store(database)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        return answering_client(uri)
+
+
+def answering_client(uri: str) -> MlflowClient:
+    """A client whose store has answered (a new store's schema is created by that first call)."""
+    try:
         client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # creates the schema of a new store
+        client.search_experiments(max_results=1)
+    except Exception as error:  # MLflow's, SQLAlchemy's or the HTTP client's: any means unusable
+        raise StoreError(store_problem(uri, error)) from None
     return client
+
+
+def check_sqlite_store(db: Path) -> None:
+    """StoreError unless ``db``'s folder exists or can be made, both can be written, and
+    ``db``, if it has any content, is an intact SQLite database."""
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file where a folder should be
+        raise StoreError(
+            f"cannot make the store's folder {db.parent} ({error.strerror}): {ELSEWHERE}"
+        ) from None
+    # the folder, the artifacts' folder beside it (see experiment_id) and the database
+    for path, folder in ((db.parent, True), (db.parent / "artifacts", True), (db, False)):
+        reason = path.exists() and cannot_write(path, folder)
+        if reason:
+            raise StoreError(f"the store {db} cannot be written ({path}: {reason}): {ELSEWHERE}")
+    if db.is_file() and db.stat().st_size:
+        try:  # quick_check reads every page: a truncated file fails here, not mid-run
+            read_only = f"{db.resolve().as_uri()}?mode=ro"
+            with closing(sqlite3.connect(read_only, uri=True)) as connection:
+                verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            verdict = str(error)
+        if verdict != "ok":
+            raise StoreError(
+                f"the store {db} is not an intact SQLite database ({verdict.splitlines()[0]}): "
+                f"restore it from a backup, or move it away and a new store is made there"
+            )
+
+
+def cannot_write(path: Path, folder: bool) -> str | None:
+    """Why ``path`` (a folder, or a file) cannot be written, or None. A real write: the
+    permissions, a read-only file system or an immutable file all show."""
+    try:
+        if folder:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            path.open("r+b").close()  # opened for writing, nothing written
+    except OSError as error:
+        return error.strerror
+    return None
+
+
+def store_problem(uri: str, error: Exception) -> str:
+    """One line on why the store at ``uri`` did not answer, and what to do."""
+    scheme = uri.partition("://")[0] if "://" in uri else ""
+    if isinstance(error, MlflowException) and any(w in str(error) for w in UNKNOWN_SCHEME):
+        return (
+            f"tracking.uri={uri} is not a store MLflow knows ({scheme or 'no'} scheme): use "
+            f"sqlite:///path/mlflow.db, http://host:port of a tracking server, or a database URL"
+        )
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    # MLflow's words when no connection was made (refused, timed out, no such host)
+    if scheme in ("http", "https") and "failed with exception" in reason:
+        return (
+            f"the tracking server {uri} does not answer: start it (`make server`), or {ELSEWHERE}"
+        )
+    return f"the store {uri} cannot be used ({reason}): {ELSEWHERE}"
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -78,13 +158,27 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     uri = client.tracking_uri
     location = None
     if uri.startswith(SQLITE):
-        location = (Path(uri.removeprefix(SQLITE)).parent / "artifacts" / name).as_uri()
+        folder = Path(uri.removeprefix(SQLITE)).parent / "artifacts" / folder_name(name)
+        location = folder.resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException as error:
         if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     return client.get_experiment_by_name(name).experiment_id  # another process created it
+
+
+def folder_name(name: str) -> str:
+    """``name`` as one safe folder name: letters, digits, ``_ - .`` kept, every other run of
+    characters (separators included) as ``-``, no leading dot, at most 100 characters.
+
+    Experiment and run names are free text, and a path joined from one (``../../tmp/x``,
+    ``/etc``) lands outside the store. Refusing such names would limit users for nothing:
+    the name stays as it is in MLflow, only its folder is this slug. Two names that differ
+    only in what is replaced share a folder, which is harmless: each run has its own
+    subfolder, named by its id.
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip(".")[:100] or "-"
 
 
 def start_run(
@@ -273,7 +367,7 @@ def is_running(client: MlflowClient, run_id: str) -> bool:
 
 def ui_address(host: str = UI_HOST, port: int | str | None = None) -> str:
     """Where `make ui` or `make server` serves the UI: $PORT (as in the Makefile) by default."""
-    return f"http://{host}:{port or os.environ.get('PORT', UI_PORT)}"
+    return f"http://{host}:{port or os.environ.get('PORT') or UI_PORT}"  # make exports PORT=''
 
 
 def experiments_url(base: str | None = None) -> str:

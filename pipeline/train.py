@@ -281,14 +281,16 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
-def check_single(args) -> None:
-    """Compose conf/ with the command line and validate the job's config; exit 2 with one line
-    if Hydra cannot (it would print several lines and exit 1). ``hydra.*`` is Hydra's own."""
-    if args.config_path or args.config_dir:  # not our conf/: Hydra checks it itself
-        return
+def check_single(args) -> DictConfig | None:
+    """The job's config, composed from conf/ and the command line, and validated (ConfigError,
+    or Hydra's error, where Hydra would print several lines and exit 1); None for another
+    config dir, which Hydra checks itself. ``hydra.*`` is Hydra's own."""
+    if args.config_path or args.config_dir:
+        return None
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        config.validate(compose(args.config_name or "config", overrides=split_overrides(
-            args.overrides)[1]))  # fmt: skip
+        cfg = compose(args.config_name or "config", overrides=split_overrides(args.overrides)[1])
+    config.validate(cfg)
+    return cfg
 
 
 def cli(argv: list[str]) -> None:
@@ -297,10 +299,13 @@ def cli(argv: list[str]) -> None:
     try:
         if args.multirun and not (args.config_path or args.config_dir):
             sys.exit(run_sweep(args, own))
-        check_single(args)
+        cfg = check_single(args)
+        if cfg is not None and not (args.cfg or args.info or args.help or args.shell_completion):
+            # the store answers before the job starts: a broken one is one line, no run
+            tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
     except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
         fail(config.error_line(error))
-    except InputError as error:
+    except (InputError, tracking.StoreError) as error:
         fail(error)
     sys.argv = [sys.argv[0], *rest]
     try:

@@ -5,6 +5,7 @@ printed only once the UI answers there; a port that is taken is one line and exi
 """
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ STARTUP_SECONDS = 120
 
 
 def add_address_arguments(parser: argparse.ArgumentParser) -> None:
-    port = int(os.environ.get("PORT", tracking.UI_PORT))
+    port = int(os.environ.get("PORT") or tracking.UI_PORT)  # `make` exports PORT empty if unset
     parser.add_argument("--port", type=int, default=port, help=f"default $PORT or {port}")
     parser.add_argument("--host", default=tracking.UI_HOST, help="default %(default)s")
 
@@ -75,9 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     uri = tracking.tracking_uri()
     if not uri.startswith(tracking.SQLITE):
         fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
+    try:
+        client = tracking.connect(uri)  # the store works, before the UI starts on it
+    except tracking.StoreError as error:
+        fail(error)
 
     def announce(base: str) -> None:
-        run = latest_sweep(tracking.connect(uri))
+        run = latest_sweep(client)
         if run is None:
             print(f"MLflow UI on {base}; the store {uri} has no runs yet: run `make sweep`")
         else:

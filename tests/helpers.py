@@ -65,3 +65,14 @@ def parents_and_children(client) -> tuple[list, list]:
     runs = all_runs(client)
     children = [r for r in runs if tracking.parent_of(r)]
     return [r for r in runs if not tracking.parent_of(r)], children
+
+
+def assert_one_error_line(done, *fragments: str, code: int = 2) -> None:
+    """``done`` exited ``code`` with exactly one line on stderr, ``error: ...``, holding every
+    fragment, and no traceback."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

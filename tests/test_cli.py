@@ -12,7 +12,7 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipeline import tracking
-from tests.helpers import all_runs, parents_and_children, run_cli
+from tests.helpers import all_runs, assert_one_error_line, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = ["train.iterations=40", "train.log_every=4"]
@@ -68,9 +68,8 @@ def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, 
 
 def assert_refused_in_one_line(done, message, tmp_path):
     """Exit 2, one line on stderr starting with ``message``, no traceback, no store."""
-    assert done.returncode == 2
+    assert_one_error_line(done)
     assert done.stderr.strip().startswith(message)
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (tmp_path / "store").exists()
 
 
@@ -108,7 +107,7 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     jobs = json.loads(Path(recorded).read_text())  # what a resume would run: these very jobs
     assert sorted(jobs["digests"]) == sorted(c.data.tags["config_digest"] for c in children)
     assert done.stdout.count("[job ") == 4 and "/4]" in done.stdout
-    assert "4 finished, 0 failed" in done.stdout and "best runs:" in done.stdout
+    assert "s: 4 finished\nbest runs:" in done.stdout  # no failed or killed job to count
     runs_table = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
     assert runs_table in done.stdout
     note = parent.data.tags["mlflow.note.content"]  # the parent's description in the UI

@@ -3,7 +3,15 @@
 import pytest
 from hydra.errors import HydraException
 
-from pipeline.config import ConfigError, config_digest, error_line, validate
+from pipeline.config import (
+    ConfigError,
+    config_digest,
+    error_line,
+    machine_memory,
+    training_bytes,
+    validate,
+)
+from pipeline.data import BUNDLED_SHAPES
 from pipeline.sweep import plan, planned_jobs
 from tests.helpers import CONF
 
@@ -144,3 +152,48 @@ def test_hydra_composition_errors_become_one_line(compose_config, override, line
     with pytest.raises(HydraException) as error:
         compose_config(override)
     assert error_line(error.value) == line
+
+
+@pytest.mark.parametrize(
+    ("seed", "ok"), [(-1, False), (0, True), (2**32 - 1, True), (2**32, False)]
+)
+def test_seed_is_in_numpys_range(compose_config, seed, ok):
+    cfg = compose_config(f"seed={seed}")
+    if ok:
+        validate(cfg)
+    else:
+        with pytest.raises(ConfigError, match=rf"^seed={seed} is invalid: must be between 0 and"):
+            validate(cfg)
+
+
+def test_network_that_does_not_fit_in_memory_names_its_cause(compose_config):
+    memory = machine_memory() / 2**30
+    for overrides, key in [
+        (["model.width=10000000"], "model.width=10000000"),
+        (["model.depth=100000000"], "model.depth=100000000"),
+        (["dataset.n_samples=100000000000"], "dataset.n_samples=100000000000"),
+        (["dataset=blobs", "dataset.n_features=10000000000"], "dataset.n_features=10000000000"),
+    ]:
+        cfg = compose_config(*overrides)
+        with pytest.raises(ConfigError) as refused:
+            validate(cfg)
+        estimate = training_bytes(cfg) / 2**30
+        assert str(refused.value).startswith(f"{key} is invalid: about {estimate:,.0f} GiB")
+        assert str(refused.value).endswith(f"more than the {memory:.0f} GiB this machine has")
+    validate(compose_config("model.width=512", "model.depth=4"))  # large, but fits
+
+
+def test_training_bytes_counts_parameters_activations_and_gradients(compose_config):
+    cfg = compose_config("model.depth=1", "model.width=10", "train.dtype=float32")
+    dims, n_train, n_test = [2, 10, 1], 750, 250
+    n_parameters = 10 * 3 + 1 * 11
+    expected = 4 * (2 * n_parameters + 2 * sum(dims) * n_train + sum(dims) * n_test)
+    assert training_bytes(cfg) == expected
+
+
+def test_bundled_data_set_sizes_match_scikit_learn():
+    from sklearn import datasets
+
+    for name, shape in BUNDLED_SHAPES.items():
+        x, _ = getattr(datasets, f"load_{name}")(return_X_y=True)
+        assert x.shape == shape, name

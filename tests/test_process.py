@@ -54,7 +54,7 @@ def test_keep_freed_memory_stops_reallocations_from_page_faulting():
 
 # Trains and tracks a job the way a notebook would, then reports what was tuned.
 LIBRARY_USE = textwrap.dedent("""
-    import atexit, gc, sys
+    import atexit, gc, os, sys
     from hydra import compose, initialize_config_dir
     from pipeline import config, process
     from pipeline.job import run_job
@@ -64,10 +64,26 @@ LIBRARY_USE = textwrap.dedent("""
     run_job(cfg)
     tuned = [f.__name__ for f in (process.keep_freed_memory, process.skip_final_collection)
              if f.cache_info().currsize]
-    atexit.register(lambda: print("tuned:", tuned, "frozen:", gc.get_freeze_count() > 0))
+    http = sorted(k for k in process.MLFLOW_HTTP_SETTINGS if k in os.environ)
+    atexit.register(lambda: print("tuned:", tuned, "frozen:", gc.get_freeze_count() > 0, http))
 """)
 
 
 def test_library_code_leaves_the_process_as_it_was(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert python(LIBRARY_USE, str(ROOT / "conf"), uri).strip() == "tuned: [] frozen: False"
+    assert python(LIBRARY_USE, str(ROOT / "conf"), uri).strip() == "tuned: [] frozen: False []"
+
+
+# What an entry point leaves in the environment for MLflow's HTTP client (and its workers).
+HTTP_SETTINGS = textwrap.dedent("""
+    import os
+    from pipeline import process
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"  # the user's own
+    process.tune_for_jobs()
+    print(*(os.environ[k] for k in sorted(process.MLFLOW_HTTP_SETTINGS)))
+""")
+
+
+def test_entry_points_bound_mlflows_http_retries_but_the_user_wins():
+    # sorted: BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT
+    assert python(HTTP_SETTINGS).split() == ["1", "2", "60"]

@@ -2,13 +2,17 @@
 
 import shutil
 import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.config import ADDED_LATER
 from pipeline.job import run_job
+from pipeline.reproduce import recorded_config
 from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
@@ -135,7 +139,8 @@ def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
         ("0123456789abcdef", "error: run '0123456789abcdef' not found in sqlite:///"),
         ("{bare}", "error: run {bare} has no config.yaml artifact to reproduce"),
         ("missing.yaml", "error: cannot read config file missing.yaml"),
-        ("{garbage}", "is not a valid config"),
+        ("{garbage}", "is not a config: not valid YAML at line 2"),
+        ("{passwd}", "is not a config: it has none of the config's keys"),
         ("{unknown_key}", "is not a valid config at model.colour"),
         ("{bad_value}", "model.depth=-1 is invalid: must be >= 0"),
     ],
@@ -148,6 +153,7 @@ def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, targ
     text = (tmp_path / "config.yaml").read_text()
     files = {
         "garbage": "model: [unclosed\n",
+        "passwd": "root:x:0:0:root:/root:/bin/bash\nsecret:x:1000:1000:hunter2:/home:/bin/sh\n",
         "unknown_key": text.replace("model:\n", "model:\n  colour: red\n"),
         "bad_value": text.replace("depth: 2", "depth: -1"),
     }
@@ -160,4 +166,32 @@ def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, targ
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and "root:x" not in done.stderr  # never the file's lines
     assert {r.info.run_id for r in all_runs(client())} == before
+
+
+def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
+    uri, client = store
+    command = [sys.executable, "-m", "pipeline.train", f"tracking.uri={uri}", "model.width=8",
+               "seed=7", "train.iterations=100000000", "train.log_every=1000000"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not has_config(client(), uri) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        process.kill()  # a crash: no clean-up runs
+        process.wait(timeout=60)
+    (run,) = all_runs(client())
+    assert run.info.status == "RUNNING"  # it never ended
+    cfg, experiment = recorded_config(client(), run.info.run_id)
+    assert (cfg.model.width, cfg.seed, cfg.train.iterations) == (8, 7, 100_000_000)
+    assert experiment == run.info.experiment_id
+
+
+def has_config(client, uri) -> bool:
+    runs = all_runs(client) if Path(uri.removeprefix("sqlite:///")).exists() else []
+    return bool(runs) and "config.yaml" in {
+        a.path for a in client.list_artifacts(runs[0].info.run_id)
+    }
