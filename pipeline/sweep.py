@@ -339,7 +339,6 @@ def description(table: pd.DataFrame, swept: str, parent_run_id: str, n_jobs: int
 def report_progress(cfg: DictConfig, outcome: Outcome, parent: Parent, job_num: int) -> None:
     """One line per finished job of a sweep."""
     r = outcome.result
-    accuracy = "diverged" if r.diverged_at is not None else f"test accuracy {r.test_accuracy:.3f}"
     of = f"/{parent.n_jobs}" if parent.n_jobs else ""
-    line = f"{run_name(cfg):16} {outcome.status:8} {accuracy}  {r.seconds:.1f}s"
+    line = f"{run_name(cfg):16} {outcome.status:8} {r.accuracies}  {r.seconds:.1f}s"
     print(f"[job {job_num + 1}{of}] {line}", flush=True)

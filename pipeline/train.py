@@ -78,11 +78,8 @@ def main(cfg: DictConfig) -> float | None:
     if parent:
         sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num)
     else:
-        r = outcome.result
-        accuracy = (
-            "diverged" if r.diverged_at is not None else f"test accuracy {r.test_accuracy:.3f}"
-        )
-        print(f"{outcome.status} run {outcome.run_id}: {accuracy}, {r.seconds:.1f}s", flush=True)
+        result = outcome.result
+        print(f"{outcome.status} run {outcome.run_id}: {result.accuracies}, {result.seconds:.1f}s")
         print(f"runs table (after `make ui`): {tracking.runs_table_url(outcome.experiment_id)}")
     return outcome.result.selection_accuracy if outcome.status == "FINISHED" else None
 

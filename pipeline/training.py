@@ -68,6 +68,15 @@ class Result:
         return self.curves.get("train_cost", [])
 
     @property
+    def accuracies(self) -> str:
+        """How the run did, in a few words: the accuracy that chooses first, test beside."""
+        if self.diverged_at is not None:
+            return "diverged"
+        if "val_cost" not in self.curves:
+            return f"test accuracy {self.test_accuracy:.3f}"
+        return f"val accuracy {self.val_accuracy:.3f} (test {self.test_accuracy:.3f})"
+
+    @property
     def selection_accuracy(self) -> float:
         """What runs are chosen by: the validation accuracy, or the test accuracy when there
         is no validation part (val_size=0, as before validation existed)."""
