@@ -97,19 +97,31 @@ def encode_labels(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
     return np.eye(n_classes, dtype=dtype)[:, y]
 
 
-def load(d, *, seed: int, dtype: str = "float64") -> Data:
-    """The data set named ``d.name``, split with ``d.test_size``, standardised, as (n_x, m)."""
+def split(d, *, seed: int) -> tuple[np.ndarray, ...]:
+    """The data set named ``d.name`` as x_train, x_test, y_train, y_test: raw features of
+    shape (m, n_x), labels 0..K-1, split stratified with ``d.test_size``."""
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     loader, _ = DATASETS[d.name]
     x, y = loader(datasets, d, seed)
     y = np.unique(y, return_inverse=True)[1]
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=d.test_size, stratify=y, random_state=seed
-    )
-    scaler = StandardScaler().fit(x_train)
+    return tuple(train_test_split(x, y, test_size=d.test_size, stratify=y, random_state=seed))
+
+
+def training_scaler(d, *, seed: int):
+    """The StandardScaler that ``load`` fits on the training part (same data, same seed)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit(split(d, seed=seed)[0])
+
+
+def load(d, *, seed: int, dtype: str = "float64") -> Data:
+    """The data set named ``d.name``, split with ``d.test_size``, standardised, as (n_x, m)."""
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, x_test, y_train, y_test = split(d, seed=seed)
+    scaler = StandardScaler().fit(x_train)  # the training part only, as training_scaler
     n_classes = n_classes_of(d)
     return Data(
         X_train=np.ascontiguousarray(scaler.transform(x_train).T, dtype=dtype),
