@@ -74,6 +74,7 @@ format: $(VENV)  ## apply ruff's fixes and formatting
 bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_epoch.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_server.py
 
 clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info
