@@ -136,7 +136,9 @@ LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path)
+    # ~1 min on an idle 2-core machine; the timeout leaves room for a machine others share
+    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path,
+                   timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(base)
     (parent,), children = parents_and_children(client)
