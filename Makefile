@@ -17,7 +17,7 @@ export PORT
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep search ui server reproduce report test test-fast lint format bench clean
+.PHONY: help install sweep search ui server reproduce register report test test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run i
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
 	$(PY) -m pipeline.reproduce $(RUN) $(ARGS)
 
+register: $(VENV)  ## a run's network in the Model Registry, alias champion: RUN=<run id>|best
+	@test -n "$(RUN)" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
+	$(PY) -m pipeline.register $(RUN) $(ARGS)
+
 N ?= 30
 search: $(VENV)  ## Bayesian search (Optuna TPE) over depth, width, learning rate: N=30 trials
 	$(PY) -m pipeline.train -m sweep=search hydra.sweeper.n_trials=$(N) $(ARGS)
@@ -70,6 +74,7 @@ format: $(VENV)  ## apply ruff's fixes and formatting
 bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_epoch.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_server.py
 
 clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info

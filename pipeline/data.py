@@ -126,13 +126,13 @@ def encode_labels(y: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
     return np.eye(n_classes, dtype=dtype)[:, y]
 
 
-def load(d, *, seed: int, dtype: str = "float64") -> Data:
-    """The data set named ``d.name``: ``d.test_size`` of it held out for testing, then
-    ``d.val_size`` of the rest for validation (none when 0), standardised with the training
-    part's statistics, as (n_x, m)."""
+def split(d, *, seed: int) -> tuple:
+    """The data set named ``d.name`` as (x_train, x_val, x_test, y_train, y_val, y_test): raw
+    features of shape (m, n_x) and labels 0..K-1. ``d.test_size`` of it is held out for
+    testing, then ``d.val_size`` of the rest for validation (x_val, y_val are None when 0),
+    each split stratified and seeded."""
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     loader, _ = DATASETS[d.name]
     x, y = loader(datasets, d, seed)
@@ -145,7 +145,23 @@ def load(d, *, seed: int, dtype: str = "float64") -> Data:
         x_train, x_val, y_train, y_val = train_test_split(
             x_train, y_train, test_size=d.val_size, stratify=y_train, random_state=seed
         )
-    scaler = StandardScaler().fit(x_train)
+    return x_train, x_val, x_test, y_train, y_val, y_test
+
+
+def training_scaler(d, *, seed: int):
+    """The StandardScaler that ``load`` fits on the training part (same data, same seed)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit(split(d, seed=seed)[0])
+
+
+def load(d, *, seed: int, dtype: str = "float64") -> Data:
+    """The data set named ``d.name``, split three ways (``split``), standardised with the
+    training part's statistics, as (n_x, m)."""
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, x_val, x_test, y_train, y_val, y_test = split(d, seed=seed)
+    scaler = StandardScaler().fit(x_train)  # the training part only, as training_scaler
     n_classes = n_classes_of(d)
 
     def features(part: np.ndarray | None) -> np.ndarray | None:

@@ -1,5 +1,7 @@
 """Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders."""
 
+import tempfile
+
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
@@ -27,3 +29,24 @@ def store(tmp_path):
     """A fresh SQLite store in a temporary folder: its URI and a client on it."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     return uri, lambda: MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (pgserver's binaries) in a temporary folder, listening on a
+    Unix socket only; yields new_database(name) -> a postgresql:// URL of a new, empty
+    database on it. Stopped and removed at the end of the session."""
+    import pgserver  # the dev extra: a test of the server extra only
+
+    # A short folder: the socket's path must stay under the 107 characters Unix allows.
+    folder = tempfile.mkdtemp(prefix="pg-", dir="/tmp")
+    server = pgserver.get_server(folder, cleanup_mode="delete")
+
+    def new_database(name: str) -> str:
+        server.psql(f"CREATE DATABASE {name};")
+        return f"postgresql://postgres:@/{name}?host={folder}"
+
+    try:
+        yield new_database
+    finally:
+        server.cleanup()

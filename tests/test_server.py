@@ -1,37 +1,51 @@
-"""make server: a real `mlflow server` on a loopback port; a parallel sweep, reproduce and report
-against it, and everything read back over the server's REST API."""
+"""make server: a real `mlflow server` on a loopback port, its store on SQLite or on a real
+PostgreSQL; a parallel sweep, reproduce and report against it, everything read back over the
+server's REST API; on PostgreSQL also a killed sweep resumed, and 8 processes writing 100 jobs."""
 
+import collections
 import json
 import os
 import signal
 import subprocess
 
 import pytest
+from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import ROOT, fetch, free_port, run_cli
+from tests.helpers import ROOT, fetch, free_port, parents_and_children, run_cli
+from tests.test_sweep_survives import start, started, statuses, wait_for
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """The server's store: SQLite in tmp_path, or a new database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+    return request.getfixturevalue("postgres")(f"server_{tmp_path.name.lower()[-40:]}")
+
+
 @pytest.fixture
-def server(tmp_path):
-    """``make server`` on a free port with its store in tmp_path; yields its base URL."""
+def server(tmp_path, backend):
+    """``make server`` on a free port with its store ``backend``; yields its base URL, port and
+    log (the server's stderr)."""
     port = free_port()
-    process = subprocess.Popen(
-        ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
-         f"BACKEND_URI=sqlite:///{tmp_path / 'server' / 'mlflow.db'}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-        text=True,
-    )  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
+             f"BACKEND_URI={backend}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
+        )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         first_line = process.stdout.readline()  # printed once the server answers
-        assert first_line.startswith(f"MLflow tracking server on {base}"), first_line
+        assert first_line.startswith(f"MLflow tracking server on {base}"), log.read_text()
         ui = f"{base}/#/experiments?workflowType=machine_learning"
         assert ui in process.stdout.readline()
         assert fetch(f"{base}/health", timeout=10) == b"OK"
-        yield base, port
+        yield base, port, log
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
@@ -42,7 +56,7 @@ def api(base, path, body=None):
 
 
 def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
-    base, port = server
+    base, port, log = server
     done = run_cli(
         "pipeline.train", "-m", "sweep=default", "tracking=server", "train=quick",
         "model.depth=1,2", "model.width=4", "train.learning_rate=0.5", "hydra.launcher.n_jobs=2",
@@ -83,3 +97,59 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
         "report/accuracy_heatmap.png", "report/cost_curves.png", "report/runs.csv",
         "report/runs.md",
     }  # fmt: skip
+    assert not errors_in(log)
+
+
+def errors_in(log) -> list[str]:
+    """The lines of a server's log that tell of an error (a traceback, an ERROR record)."""
+    return [line for line in log.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path):
+    base, _, log = server
+    client = MlflowClient(base)
+    launcher = start(base, tmp_path)
+    wait_for(lambda: started(tmp_path) and statuses(client)["FINISHED"] >= 3)
+    launcher.kill()  # kill -9: its loky workers end their runs KILLED on their own
+    launcher.wait()
+    wait_for(lambda: not statuses(client)["RUNNING"], timeout=30)
+    finished = {c.data.tags["config_digest"] for c in parents_and_children(client)[1]
+                if c.info.status == "FINISHED"}  # fmt: skip
+    assert 3 <= len(finished) < 12
+
+    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={base}",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
+    (parent,), children = parents_and_children(client)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 12
+    per_config = collections.Counter(
+        c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"
+    )
+    assert len(per_config) == 12 and set(per_config.values()) == {1}  # each config once
+    assert not errors_in(log)
+
+
+# 100 quick jobs, 8 at a time: 2 depths x 5 widths x 10 learning rates, 101 points a curve.
+LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16,32",
+        "train.learning_rate=0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        "hydra.launcher.n_jobs=8"]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
+    base, _, log = server
+    # ~1 min on an idle 2-core machine; the timeout leaves room for a machine others share
+    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path,
+                   timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(base)
+    (parent,), children = parents_and_children(client)
+    assert len(children) == 100
+    assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
+    for child in children:  # no point lost
+        for key in ("train_cost", "val_cost"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert sorted(steps) == list(range(0, 201, 2)), (child.info.run_name, key)
+    assert not errors_in(log)

@@ -99,6 +99,11 @@ def predict(
 ) -> np.ndarray:
     """Labels of shape (1, m): 1{AL > 0.5} for one sigmoid unit, argmax_k AL[k] for softmax."""
     AL, _ = L_model_forward(X, parameters, hidden_activation=hidden_activation)
+    return labels_of(AL)
+
+
+def labels_of(AL: np.ndarray) -> np.ndarray:
+    """Labels of shape (1, m) from the output layer's activations AL."""
     if AL.shape[0] == 1:
         return (AL > 0.5).astype(np.int64)
     return AL.argmax(axis=0, keepdims=True)

@@ -1,0 +1,7 @@
+"""The pyfunc model's code, as MLflow's "models from code" loads it (no pickled object)."""
+
+from mlflow.models import set_model
+
+from pipeline.registry import Network
+
+set_model(Network())
