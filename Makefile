@@ -60,6 +60,9 @@ report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent r
 test: $(VENV)  ## run the whole test suite
 	$(PY) -m pytest
 
+test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
+	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
+
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 

@@ -137,6 +137,10 @@ LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16
         "hydra.launcher.n_jobs=8"]  # fmt: skip
 
 
+@pytest.mark.skipif(
+    not os.environ.get("BACKPROP_LAB_LOAD_TEST"),
+    reason="the 100-job load test takes minutes: make test-load runs it",
+)
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
