@@ -17,7 +17,7 @@ export PORT
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep search ui server reproduce register report test test-fast lint format bench clean
+.PHONY: help install sweep search ui server reproduce register report test test-load test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
