@@ -20,7 +20,6 @@ from pipeline import tracking
 from pipeline.errors import InputError
 
 JOBS_FILE = "jobs.json"  # a sweep parent's record of its jobs: what a resume runs
-KILLED_REASON = "killed_reason"  # why a run ended KILLED
 LAUNCHER_TAG = "launcher"  # on a sweep's parent: host:pid of the process launching its jobs
 
 COLUMNS = {
@@ -83,7 +82,7 @@ def unfinished(client: MlflowClient, parent: Run) -> str | None:
     alive = launcher_alive(parent)
     if status == "FINISHED" or (status == "RUNNING" and alive is not False):
         return None
-    why = parent.data.tags.get(KILLED_REASON) or (
+    why = parent.data.tags.get(tracking.KILLED_REASON) or (
         "its launcher is gone" if status == "RUNNING" else status.lower()
     )
     children = tracking.child_runs(client, parent.info.run_id)

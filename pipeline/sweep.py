@@ -236,9 +236,7 @@ def resume(client: MlflowClient, run: Run, sweep: Plan, why: str) -> Parent:
     KILLED, tagged with ``why``.
     """
     run_id = run.info.run_id
-    for child in tracking.child_runs(client, run_id, running_only=True):
-        tracking.log_results(client, child.info.run_id, tags={results.KILLED_REASON: why})
-        client.set_terminated(child.info.run_id, "KILLED")
+    tracking.end_running_children(client, run_id, why)
     done = finished_digests(client, run_id) & set(sweep.digests)
     client.update_run(run_id, status="RUNNING")
     tracking.log_results(client, run_id, tags=launcher_tag())
@@ -264,8 +262,7 @@ def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms:
             client.set_terminated(run_id, "FAILED")
         else:
             why = "its worker was stopped when another worker died; it runs again"
-            tracking.log_results(client, run_id, tags={results.KILLED_REASON: why})
-            client.set_terminated(run_id, "KILLED")
+            tracking.end_killed(client, run_id, why)
     ended = [
         c.data.tags.get("config_digest")
         for c in tracking.child_runs(client, parent.run_id)
@@ -279,19 +276,16 @@ def abandon(parent: Parent, why: str) -> None:
     """End the parent and its children still RUNNING as KILLED, tagged with ``why``: for a
     sweep whose launcher died; ``make sweep RESUME=`` picks it up again."""
     client = tracking.connect(parent.tracking_uri)
-    running = tracking.child_runs(client, parent.run_id, running_only=True)
-    for run_id in [run.info.run_id for run in running] + [parent.run_id]:
-        if tracking.is_running(client, run_id):
-            tracking.log_results(client, run_id, tags={results.KILLED_REASON: why})
-            client.set_terminated(run_id, "KILLED")
+    tracking.end_running_children(client, parent.run_id, why)
+    if tracking.is_running(client, parent.run_id):
+        tracking.end_killed(client, parent.run_id, why)
 
 
 def finish(parent: Parent, status: str, seconds: float) -> None:
     """Record the sweep's outcome on the parent run and end it: its children still RUNNING
     end KILLED, then its metrics and artifacts are computed over all its jobs."""
     client = tracking.connect(parent.tracking_uri)
-    for child in tracking.child_runs(client, parent.run_id, running_only=True):
-        client.set_terminated(child.info.run_id, "KILLED")
+    tracking.end_running_children(client, parent.run_id)
     table = results.sweep_table(client, parent.run_id)
     swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
     record_sweep(client, parent, table, swept)

@@ -30,6 +30,7 @@ from pipeline.errors import InputError
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
 NOTE = "mlflow.note.content"  # a run's description, shown on its page in the UI
+KILLED_REASON = "killed_reason"  # why a run ended KILLED
 SQLITE = "sqlite:///"
 # The MLflow UI (3.4+) opens an experiment in its "Model training" mode, not the GenAI one,
 # when the experiment carries this tag (3.4 to 3.16) or the address asks for it (3.17).
@@ -353,12 +354,17 @@ def child_runs(client: MlflowClient, parent_run_id: str, *, running_only: bool =
     return client.search_runs([experiment], query, max_results=10_000)
 
 
-def end_running_children(client: MlflowClient, parent_run_id: str, status: str) -> int:
-    """End as ``status`` every child of the parent still RUNNING; returns how many."""
-    running = child_runs(client, parent_run_id, running_only=True)
-    for run in running:
-        client.set_terminated(run.info.run_id, status)
-    return len(running)
+def end_killed(client: MlflowClient, run_id: str, why: str | None = None) -> None:
+    """End run ``run_id`` KILLED, with a ``killed_reason`` tag saying ``why`` if given."""
+    if why:
+        log_results(client, run_id, tags={KILLED_REASON: why})
+    client.set_terminated(run_id, "KILLED")
+
+
+def end_running_children(client: MlflowClient, parent_run_id: str, why: str | None = None):
+    """End KILLED every child of the parent still RUNNING (see ``end_killed``)."""
+    for run in child_runs(client, parent_run_id, running_only=True):
+        end_killed(client, run.info.run_id, why)
 
 
 def is_running(client: MlflowClient, run_id: str) -> bool:
