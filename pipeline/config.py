@@ -12,7 +12,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -31,7 +30,6 @@ from pipeline.data import (
 )
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
-from pipeline.training import layer_dims
 
 SEEDS = 2**32  # NumPy's seeds (and scikit-learn's random_state) are 0 .. 2**32 - 1
 
@@ -217,11 +215,19 @@ def training_bytes(cfg: DictConfig) -> int:
     d, m = cfg.dataset, cfg.model
     n, n_x = shape_of(d)
     k = n_classes_of(d)
-    dims = layer_dims(n_x, m.depth, m.width, 1 if k == 2 else k)
+    n_parameters, n_units = network_size(n_x, m.depth, m.width, 1 if k == 2 else k)
     n_test = math.ceil(d.test_size * n)
-    n_parameters = sum(units * (previous + 1) for previous, units in pairwise(dims))
-    values = 2 * n_parameters + 2 * sum(dims) * (n - n_test) + sum(dims) * n_test
+    values = 2 * n_parameters + 2 * n_units * (n - n_test) + n_units * n_test
     return values * (8 if cfg.train.dtype == "float64" else 4)
+
+
+def network_size(n_x: int, depth: int, width: int, n_y: int) -> tuple[int, int]:
+    """(parameters, units over all layers) of the network ``layer_dims(n_x, depth, width,
+    n_y)``, counted without listing its layers: a depth of 10^8 must be refused at once."""
+    if depth == 0:
+        return n_y * (n_x + 1), n_x + n_y
+    hidden = width * (n_x + 1) + (depth - 1) * width * (width + 1)
+    return hidden + n_y * (width + 1), n_x + depth * width + n_y
 
 
 def machine_memory() -> int:

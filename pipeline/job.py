@@ -9,7 +9,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from itertools import pairwise
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline import data as datasets
 from pipeline import plots, tracking
-from pipeline.config import ModelConfig, config_digest, validate
+from pipeline.config import ModelConfig, config_digest, network_size, validate
 from pipeline.early_stopping import EarlyStopping
 from pipeline.training import Result, layer_dims, train
 
@@ -61,7 +60,7 @@ def run_job(
         params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
         params |= {
             "layer_dims": dims,
-            "n_parameters": sum(n * (n_prev + 1) for n_prev, n in pairwise(dims)),
+            "n_parameters": network_size(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)[0],
             "n_train": data.X_train.shape[1],
             "n_val": 0 if data.X_val is None else data.X_val.shape[1],
             "n_test": data.X_test.shape[1],

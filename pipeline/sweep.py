@@ -37,6 +37,7 @@ from pipeline.job import Outcome, run_name
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
 SWEPT_TAG = "swept"  # what the sweep varies, for its description
 WORKER_TAG = "worker_pid"  # on a sweep's job: the process it ran in
+STOP_GRACE_SECONDS = 10.0  # how long interrupted jobs get to end their runs themselves
 
 
 @dataclass
@@ -270,6 +271,17 @@ def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms:
     ]
     parent.done = sorted(set(parent.done) | set(ended) - {None})
     return True
+
+
+def wait_for_running_jobs(parent: Parent, seconds: float = STOP_GRACE_SECONDS) -> None:
+    """Until no job of the sweep is RUNNING in the store, or ``seconds`` have passed: jobs
+    that were interrupted send their points and end their runs themselves."""
+    client = tracking.connect(parent.tracking_uri)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not tracking.child_runs(client, parent.run_id, running_only=True):
+            return
+        time.sleep(0.2)
 
 
 def abandon(parent: Parent, why: str) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -41,8 +41,23 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (Slurm, timeout, docker stop, kill), handled as Ctrl-C is."""
 
 
-def raise_terminated(signum: int, frame) -> None:
-    raise Terminated("SIGTERM")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interruption(signum: int) -> KeyboardInterrupt:
+    return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def handle_stop_signals(handler) -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def stop_once(signum: int, frame) -> None:
+    """The first SIGINT or SIGTERM ends the job as Ctrl-C does; those after it are ignored,
+    so that the job's points and status reach the store whole."""
+    handle_stop_signals(signal.SIG_IGN)
+    raise interruption(signum)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -50,7 +65,7 @@ def main(cfg: DictConfig) -> float | None:
     """Returns the validation accuracy, which a search maximises (the test accuracy without a
     validation part); None (a failed trial) if diverged."""
     process.tune_for_jobs()  # also in a sweep's worker processes
-    signal.signal(signal.SIGTERM, raise_terminated)
+    handle_stop_signals(stop_once)
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
@@ -193,12 +208,20 @@ def run_sweep(args, own: dict) -> int:
               f"parent run {parent.run_id}", flush=True)  # fmt: skip
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
     if plan.n_trials is None:
-        # Hydra's basic sweeper composes every job once more before launching it, only to
-        # check that it composes: plan() has composed and validated every job already.
-        BasicSweeper.validate_batch_is_legal = lambda self, batch: None
+        skip_hydra_job_check()
     if warming:
         warming.join()
     return launch(parent, hydra_argv)
+
+
+def skip_hydra_job_check() -> None:
+    """Hydra's basic sweeper composes every job once more before launching it, only to check
+    that it composes (about 0.1 s a job): plan() has composed and validated every job already.
+
+    Set on the base class: Hydra's plugin scan executes the basic sweeper's module again,
+    so a class imported from it beforehand is not the one Hydra instantiates.
+    """
+    Sweeper.validate_batch_is_legal = lambda self, batch: None
 
 
 def warm_workers(launcher: DictConfig) -> threading.Thread | None:
@@ -241,6 +264,16 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
     status, code, started = "FAILED", 1, time.perf_counter()
+
+    def stop_sweep(signum: int, frame) -> None:
+        """Let the jobs in flight end their runs, their points sent, before joblib kills
+        its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
+        handle_stop_signals(signal.SIG_IGN)
+        workers.interrupt_children()
+        sweep.wait_for_running_jobs(parent)
+        raise interruption(signum)
+
+    handle_stop_signals(stop_sweep)
     try:
         launch_until_done(parent, hydra_argv)
         status, code = "FINISHED", 0
@@ -252,8 +285,7 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
         print(f"error: the sweep stopped: {type(error).__name__}: {first_line(error)}",
               file=sys.stderr, flush=True)  # fmt: skip
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's record is written whole
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        handle_stop_signals(signal.SIG_IGN)  # the parent's record is written whole
         sweep.finish(parent, status, time.perf_counter() - started)
     return code
 
@@ -292,7 +324,7 @@ def check_single(args) -> DictConfig | None:
 
 def cli(argv: list[str]) -> None:
     args, own, rest = parse(argv)
-    signal.signal(signal.SIGTERM, raise_terminated)
+    handle_stop_signals(stop_once)
     try:
         if args.multirun and not (args.config_path or args.config_dir):
             sys.exit(run_sweep(args, own))

@@ -6,9 +6,11 @@ the worker that died, the launcher must know which died first: this watcher lear
 each child's death the moment it happens, through a Linux pidfd, in a thread of its own.
 """
 
+import contextlib
 import os
 import re
 import select
+import signal
 import threading
 import time
 
@@ -66,3 +68,11 @@ def death_reason(error: BaseException) -> str:
     name, number = match.groups()
     hint = "; out of memory?" if name == "SIGKILL" else ""
     return f"worker killed by signal {number} ({name}){hint}"
+
+
+def interrupt_children() -> None:
+    """SIGINT to each child process of this one, as a terminal's Ctrl-C sends it to the
+    whole process group (the workers handle a second one as no more than the first)."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGINT)

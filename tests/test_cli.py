@@ -128,12 +128,13 @@ def test_diverging_job_fails_while_its_sibling_finishes(store, tmp_path):
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
 
 
-def test_ctrl_c_leaves_no_run_running(store, tmp_path):
+def test_ctrl_c_leaves_no_run_running_and_keeps_the_points(store, tmp_path):
     uri, client = store
     command = [
         sys.executable, "-m", "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}",
-        "train.iterations=10000000", "train.log_every=100000", "model.depth=1,2",
+        "train.iterations=10000000", "train.log_every=1000", "model.depth=1,2",
         "model.width=4", "train.learning_rate=0.1", "hydra.launcher.n_jobs=2",
+        "tracking.flush_seconds=1e9",  # no live batch: points reach the store only at the end
     ]  # fmt: skip
     # A terminal's Ctrl-C: SIGINT to the whole process group, workers included.
     process = subprocess.Popen(
@@ -147,6 +148,7 @@ def test_ctrl_c_leaves_no_run_running(store, tmp_path):
         while len(running(client())) < 3 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert len(running(client())) == 3, "the parent and both jobs should be running"
+        time.sleep(3)  # both jobs are past their first point (they never finish)
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
         assert process.returncode == 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -160,6 +162,8 @@ def test_ctrl_c_leaves_no_run_running(store, tmp_path):
     parents, children = parents_and_children(client())
     assert [p.info.status for p in parents] == ["KILLED"]
     assert {c.info.status for c in children} == {"KILLED"}
+    for child in children:  # each interrupted job sent its points before its worker went
+        assert client().get_metric_history(child.info.run_id, "train_cost"), child.info.run_name
 
 
 def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):

@@ -1,5 +1,7 @@
 """Every config composes through Hydra, and every bad value is named with its key."""
 
+from itertools import pairwise
+
 import pytest
 from hydra.errors import HydraException
 
@@ -8,11 +10,13 @@ from pipeline.config import (
     config_digest,
     error_line,
     machine_memory,
+    network_size,
     training_bytes,
     validate,
 )
 from pipeline.data import BUNDLED_SHAPES
 from pipeline.sweep import plan, planned_jobs
+from pipeline.training import layer_dims
 from tests.helpers import CONF
 
 GROUPS = ["dataset", "model", "train", "tracking"]
@@ -191,9 +195,33 @@ def test_training_bytes_counts_parameters_activations_and_gradients(compose_conf
     assert training_bytes(cfg) == expected
 
 
+@pytest.mark.parametrize("depth, width", [(0, 5), (1, 10), (3, 7)])
+def test_network_size_counts_the_layers_it_does_not_list(depth, width):
+    dims = layer_dims(4, depth, width, 3)
+    parameters = sum(units * (previous + 1) for previous, units in pairwise(dims))
+    assert network_size(4, depth, width, 3) == (parameters, sum(dims))
+
+
 def test_bundled_data_set_sizes_match_scikit_learn():
     from sklearn import datasets
 
     for name, shape in BUNDLED_SHAPES.items():
         x, _ = getattr(datasets, f"load_{name}")(return_X_y=True)
         assert x.shape == shape, name
+
+
+def test_hydra_does_not_compose_a_planned_grid_a_second_time(monkeypatch):
+    """plan() has checked every job of a grid: the sweeper Hydra instantiates skips its own
+    check, though Hydra's plugin scan (here run again) creates its class anew."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    from pipeline.train import skip_hydra_job_check
+
+    monkeypatch.setattr(Sweeper, "validate_batch_is_legal", Sweeper.validate_batch_is_legal)
+    skip_hydra_job_check()
+    Plugins.instance()._initialize()  # the scan executes the basic sweeper's module again
+    classes = Plugins.instance().class_name_to_class
+    sweeper = classes["hydra._internal.core_plugins.basic_sweeper.BasicSweeper"](None)
+    # no config: Hydra's own check would fail at once
+    assert sweeper.validate_batch_is_legal([["model.depth=1"]]) is None

@@ -130,9 +130,12 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
 @pytest.mark.parametrize("through_make", [False, True], ids=["launcher", "make"])
 def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, through_make):
     uri, client = store
-    sweep = start(uri, tmp_path, "train.iterations=10000000", make=through_make)
+    # no live batch: a job's points reach the store only as it ends
+    sweep = start(uri, tmp_path, "train.iterations=10000000", "tracking.flush_seconds=1e9",
+                  make=through_make)  # fmt: skip
     wait_for(lambda: started(tmp_path) and statuses(client())[
         "RUNNING"] >= 2)  # fmt: skip
+    time.sleep(3)  # both jobs in flight are past their first point (they never finish)
     processes = descendants(sweep.pid)
     sweep.send_signal(signal.SIGTERM)  # to make, or to the launcher: not to the workers
     code = sweep.wait(timeout=120)
@@ -141,6 +144,8 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
     (parent,), children = parents_and_children(client())
     assert parent.info.status == "KILLED"
     assert children and {c.info.status for c in children} == {"KILLED"}
+    for child in children:  # each job in flight sent its points before its worker went
+        assert client().get_metric_history(child.info.run_id, "train_cost"), child.info.run_name
     out = (tmp_path / "out.txt").read_text()
     assert "sweep killed after" in out and f"{len(children)} killed" in out
     assert "Traceback" not in (tmp_path / "err-out.txt").read_text()
