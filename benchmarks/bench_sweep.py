@@ -162,9 +162,37 @@ def run_sweep(store: Path, n_jobs: int, extra: list[str]) -> float:
     command = [sys.executable, "-m", "pipeline.train", "-m", "sweep=default"]
     command += [f"tracking.uri=sqlite:///{store}/mlflow.db", f"hydra.launcher.n_jobs={n_jobs}"]
     command += [f"hydra.sweep.dir={store}/multirun", *extra]
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     subprocess.run(command, cwd=store, check=True, capture_output=True)
+    (store / "ran.txt").write_text(f"{started_at} {time.time()}")  # for fixed_costs
     return time.perf_counter() - start
+
+
+def fixed_costs(store: Path) -> dict[str, float]:
+    """The sweep's seconds outside its job phase, by component, from the store's timestamps
+    and the process's start and exit (written by run_sweep)."""
+    started_at, ended_at = (float(t) for t in (store / "ran.txt").read_text().split())
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    (parent,) = [r for r in runs if "job_number" not in r.data.tags]
+    jobs = [r for r in runs if "job_number" in r.data.tags]
+    first_start = min(r.info.start_time for r in jobs) / 1000
+    last_end = max(r.info.end_time for r in jobs) / 1000
+    return {
+        "start to parent run (imports, composing, every job checked, store)": (
+            parent.info.start_time / 1000 - started_at
+        ),
+        "parent run to first job's run (Hydra's launch, workers' start)": (
+            first_start - parent.info.start_time / 1000
+        ),
+        "last job's end to parent's end (summary, comparison plot)": (
+            parent.info.end_time / 1000 - last_end
+        ),
+        "parent's end to exit (workers' and interpreter's exit)": (
+            ended_at - parent.info.end_time / 1000
+        ),
+    }
 
 
 def interrupted_then_resumed(store: Path, n_jobs: int, extra: list[str]) -> tuple[float, float]:
@@ -305,6 +333,8 @@ def main() -> None:
             f"  fixed:     parallel {fixed_parallel:6.1f} s   one worker {fixed_serial:6.1f} s   "
             f"(wall - job phase: start, imports, store, Hydra's checks, summary, exit)"
         )
+        for name, seconds in fixed_costs(parallel_store).items():
+            print(f"             {name:70} {seconds:5.1f} s")
         print(
             f"  ceiling:   {ceiling:.2f}x, if the parallel sweep had one worker's fixed costs "
             f"and split the job phase perfectly over {cores} workers"
