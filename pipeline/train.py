@@ -9,6 +9,7 @@ any job runs; then Hydra launches the jobs, each of which runs ``main``; then th
 ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -270,7 +271,8 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
         its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
         handle_stop_signals(signal.SIG_IGN)
         workers.interrupt_children()
-        sweep.wait_for_running_jobs(parent)
+        with contextlib.suppress(Exception):  # a store that fails now: finish() says so
+            sweep.wait_for_running_jobs(parent)
         raise interruption(signum)
 
     handle_stop_signals(stop_sweep)
