@@ -70,7 +70,8 @@ from pipeline.training import Point, Stop
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attrs: its parent run,
 OVERRIDES_ATTR = "overrides"  # the command line's overrides its trials are composed with,
 LAUNCHER_ATTR = "launcher "  # and, per process working on it (host:pid), running or done
-RUN_ATTR = "mlflow_run_id"  # a trial's user attr: its run
+RUN_ATTR = "mlflow_run_id"  # a trial's user attrs: its run,
+PROCESS_ATTR = "launcher"  # and the process (host:pid) that runs it
 TRIAL_TAG = "optuna_trial"  # a trial's run: its number in the study
 STORAGE_TAG = "optuna_storage"  # a search's parent: the study's storage (password hidden)
 HEARTBEAT_SECONDS = 10  # a trial whose process died ends FAIL after twice this, at the next trial
@@ -220,7 +221,7 @@ def sqlite_connection(database: Path) -> sqlite3.Connection:
     return connection
 
 
-def load(storage, name: str, **kwargs) -> optuna.Study | None:
+def load(storage: optuna.storages.RDBStorage, name: str, **kwargs) -> optuna.Study | None:
     """The study ``name`` in ``storage``, or None if there is none."""
     try:
         return optuna.load_study(study_name=name, storage=storage, **kwargs)
@@ -233,8 +234,11 @@ def pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     iterations up to train.iterations (a step is an iteration)."""
     iterations = cfg.train.iterations
     if cfg.search.pruner == "median":  # below the median of earlier trials at the same point
+        # past the first fortieth: before, the curves show their initialisation more than
+        # their settings; on digits, each pruned trial then stops a few points after it
+        # (benchmarks/README.md: from 1/10 on, 0.69 of the iterations against 0.61)
         return optuna.pruners.MedianPruner(
-            n_startup_trials=cfg.search.startup_trials, n_warmup_steps=iterations // 10
+            n_startup_trials=cfg.search.startup_trials, n_warmup_steps=iterations // 40
         )
     if cfg.search.pruner == "hyperband":  # successive halving from 1/20 of the iterations on
         least = max(cfg.train.log_every, iterations // 20)
@@ -286,7 +290,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
     values = {key: suggest(trial, key, d) for key, d in space.items()}
     overrides = [*launch.overrides, *(f"{key}={value}" for key, value in values.items())]
     cfg = sweep.job_config(launch.config_name, overrides)
-    trial.set_user_attr(LAUNCHER_ATTR.strip(), launch.launcher)  # its process, if it stops
+    trial.set_user_attr(PROCESS_ATTR, launch.launcher)  # its process, if it stops
     tags = {
         "hydra.overrides": " ".join(overrides),
         "sweep_id": launch.parent.run_id,
@@ -399,7 +403,7 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
     if hydra_own:
         raise InputError(f"{hydra_own[0]} is Hydra's: a search's settings are search.* "
                          "(search.n_trials, search.workers, ...)")  # fmt: skip
-    own = [o for o in task if o.startswith("search.")]  # this process's: N, workers, ...
+    own = process_overrides(task)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg, space, plain = compose_search(config_name, task)
         uri = tracking.tracking_uri(cfg.tracking.uri)
@@ -413,20 +417,23 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             name = name or sweep.parent_name(cfg.sweep_name)
             study, parent = create(client, cfg, storage, url, name, space, task, own)
         if parent is None:  # joined or resumed: the study's config, this process's settings
-            recorded = study.user_attrs.get(OVERRIDES_ATTR, [])
+            run_id = parent_run_id(study)
+            recorded = study.user_attrs[OVERRIDES_ATTR]
             extra = [o for o in task if o not in recorded and o not in own]
             if extra:
                 raise InputError(f"the study {study.study_name} runs with the overrides it "
                                  f"recorded: drop {' '.join(extra)}")  # fmt: skip
             cfg, space, plain = compose_search(config_name, [*recorded, *own])
-            parent = join(client, study)
+            parent = join(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
     salt = zlib.crc32(launcher_id().encode()) if others_working(study, launcher_id()) else 0
     return Launch(config_name, plain, space, url, study.study_name, parent, launcher_id(),
                   cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before, salt)  # fmt: skip
 
 
-def resumed(client: MlflowClient, storage, url: str, which: str) -> optuna.Study:
+def resumed(
+    client: MlflowClient, storage: optuna.storages.RDBStorage, url: str, which: str
+) -> optuna.Study:
     """The study of the search ``which`` (its parent's run id, or latest)."""
     run = sweep.find(client, which)
     name = run.data.tags.get(results.STUDY_TAG)
@@ -441,7 +448,14 @@ def resumed(client: MlflowClient, storage, url: str, which: str) -> optuna.Study
 
 
 def create(
-    client, cfg, storage, url, name, space, task, own
+    client: MlflowClient,
+    cfg: DictConfig,
+    storage: optuna.storages.RDBStorage,
+    url: str,
+    name: str,
+    space: dict[str, str],
+    task: list[str],
+    own: list[str],
 ) -> tuple[optuna.Study, sweep.Parent | None]:
     """A new study ``name`` and its parent run of the same name, this process working on it;
     (the study, the parent). If another process has just made a study of that name (both
@@ -470,18 +484,32 @@ def create(
     return study, sweep.Parent(run_id, experiment, client.tracking_uri, None, os.getpid())
 
 
-def join(client: MlflowClient, study: optuna.Study) -> sweep.Parent:
-    """The study's parent (waited for, while the study's creator makes it), this process
-    working on it. With no other process working on it, it is reopened: RUNNING again, the
-    runs and trials it left RUNNING ended (KILLED, FAIL)."""
-    me = launcher_id()
-    study.set_user_attr(LAUNCHER_ATTR + me, "running")  # first: no one reopens under our feet
+def process_overrides(task: list[str]) -> list[str]:
+    """The overrides that are this process's own, not the study's: how many trials it adds
+    and how (``search.*``), and where it tracks them (``tracking``, the same store however
+    it is reached); a process joining or resuming a study may change them."""
+    parsed = OverridesParser.create().parse_overrides(task)
+    return [o.input_line for o in parsed if o.key_or_group.split(".")[0] in ("search", "tracking")]
+
+
+def parent_run_id(study: optuna.Study) -> str:
+    """The run id of the study's parent, waited for while the study's creator makes it (the
+    last thing it records on the study)."""
     deadline = time.monotonic() + JOIN_SECONDS
     while (run_id := study.user_attrs.get(PARENT_ATTR)) is None:
         if time.monotonic() > deadline:
             raise InputError(f"the study {study.study_name} has no parent run: the process "
                              "that made it stopped first; start another study")  # fmt: skip
         time.sleep(0.5)
+    return run_id
+
+
+def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent:
+    """The study's parent ``run_id``, this process working on it. With no other process
+    working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
+    (KILLED, FAIL)."""
+    me = launcher_id()
+    study.set_user_attr(LAUNCHER_ATTR + me, "running")  # first: no one reopens under our feet
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -505,7 +533,7 @@ def stop(launch: Launch, status: str, seconds: float) -> None:
         if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
             tracking.end_killed(client, run.info.run_id, why)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(LAUNCHER_ATTR.strip()) == launch.launcher:
+        if trial.user_attrs.get(PROCESS_ATTR) == launch.launcher:
             study.tell(trial.number, state=TrialState.FAIL)
     others = others_working(study, launch.launcher)
     if others:

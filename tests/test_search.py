@@ -17,7 +17,7 @@ from tests.test_sweep_survives import statuses, wait_for
 pytestmark = pytest.mark.slow
 # 200 iterations, 20 points each: a trial takes well under a second
 QUICK = ["train=quick", "train.log_every=10", "search.workers=1"]
-DIVERGING = ["model.depth=3", "model.width=64"]  # with learning rates of 50 and more
+DIVERGING = ["model.depth=3", "model.width=64", "train.learning_rate=interval(50,100)"]
 SLOW_TO_LEARN = [
     "model.depth=1",
     "model.width=16",
@@ -71,23 +71,11 @@ def test_four_trials_are_four_children_with_distinct_configs(store, tmp_path):
     assert not any(key.startswith("search.") for key in children[0].data.params)
 
 
-def test_diverging_trials_are_failures_for_the_sampler(store, tmp_path):
-    uri, _ = store
-    lr = "train.learning_rate=tag(log,interval(0.01,100))"
-    _, parents, children, study = search_run(uri, tmp_path, *DIVERGING, lr)
-    status = [c.info.status for c in children]
-    assert sorted(set(status)) == ["FAILED", "FINISHED"], status
-    assert states(study).count("FAIL") == status.count("FAILED")  # not a poor value: a failure
-    best = max(c.data.metrics["val_accuracy"] for c in children if c.info.status == "FINISHED")
-    assert study.best_value == best
-    assert parents[0].data.metrics["jobs_failed"] == status.count("FAILED")
-
-
 def test_every_trial_diverging_ends_the_search_cleanly(store, tmp_path):
+    """A diverged trial is a failure for the sampler (FAIL), not a poor value; and when all
+    diverge, the search still ends: no traceback, the parent FINISHED, exit 0."""
     uri, _ = store
-    done, parents, children, study = search_run(
-        uri, tmp_path, *DIVERGING, "train.learning_rate=interval(50,100)", "search.n_trials=3"
-    )
+    done, parents, children, study = search_run(uri, tmp_path, *DIVERGING, "search.n_trials=3")
     assert parents[0].info.status == "FINISHED"
     assert {c.info.status for c in children} == {"FAILED"} and states(study) == ["FAIL"] * 3
     assert "s: 0 finished, 3 failed\n" in done.stdout
@@ -194,3 +182,16 @@ def test_sigterm_ends_the_search_killed_and_leaves_nothing_running(store, tmp_pa
 def test_the_old_way_of_searching_is_one_line(store, tmp_path, argv, message):
     uri, _ = store
     assert_one_error_line(run_cli(*argv, f"tracking.uri={uri}", cwd=tmp_path), message)
+
+
+def test_a_study_on_postgresql_as_on_several_machines(store, tmp_path, postgres):
+    uri, client = store
+    storage = postgres("optuna")  # what machines share: a database server
+    # quoted: the URL has an = (a Unix socket's folder), as in Hydra's override grammar
+    shared = [f"search.storage='{storage}'", "search.study=team", "search.workers=2"]
+    done = run_cli(*command(uri, *shared), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, children = parents_and_children(client())
+    study = optuna.load_study(study_name="team", storage=storage)
+    assert len(study.trials) == 4 == len(children) and parents[0].info.status == "FINISHED"
+    assert "***@" in parents[0].data.tags["optuna_storage"]  # a password is never recorded
