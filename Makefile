@@ -50,9 +50,10 @@ register: $(VENV)  ## a run's network in the Model Registry, alias champion: RUN
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
 	$(PY) -m pipeline.register $(RUN) $(ARGS)
 
-N ?= 30
-search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N=30 trials; RESUME=<parent id>|latest
-	$(PY) -m pipeline.search $(if $(RESUME),--resume $(RESUME)) search.n_trials=$(N) $(ARGS)
+# make search: N trials (default: search.n_trials in pipeline/config.py)
+search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N trials; RESUME=<parent id>|latest
+	$(PY) -m pipeline.search $(if $(RESUME),--resume $(RESUME)) $(if $(N),search.n_trials=$(N)) \
+		$(ARGS)
 
 report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent run id>")
 	$(PY) -m pipeline.report $(ARGS)
