@@ -195,3 +195,12 @@ def test_a_study_on_postgresql_as_on_several_machines(store, tmp_path, postgres)
     study = optuna.load_study(study_name="team", storage=storage)
     assert len(study.trials) == 4 == len(children) and parents[0].info.status == "FINISHED"
     assert "***@" in parents[0].data.tags["optuna_storage"]  # a password is never recorded
+
+
+def test_the_seed_makes_a_one_worker_search_reproducible(tmp_path):
+    trials = []
+    for store in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
+        study = search_run(uri, tmp_path, "search.n_trials=3", "seed=7")[3]
+        trials.append([(t.params, t.state.name, t.value) for t in study.trials])
+    assert trials[0] == trials[1]
