@@ -276,6 +276,7 @@ class Pruning:
 
 
 def suggest(trial: optuna.Trial, key: str, d: BaseDistribution):
+    """The trial's value of dimension ``key``, sampled from ``d``."""
     if isinstance(d, IntDistribution):
         return trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
     if isinstance(d, FloatDistribution):

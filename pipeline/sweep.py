@@ -6,7 +6,9 @@ parent run (``start``) or reopens one (``resume``), and hands it to the jobs thr
 environment (``Parent``). When Hydra returns, or is interrupted, it ends the sweep
 (``finish``). The store is the state: a sweep's job list is an artifact of its parent,
 and each job's identity is its ``config_digest`` tag, so that a sweep can be resumed
-from any process without computing a finished job twice.
+from any process without computing a finished job twice. A search (``pipeline.search``)
+makes, reopens and ends its parent with the same functions (``start_parent``, ``reopen``,
+``finish``).
 """
 
 import copy
