@@ -5,8 +5,10 @@ import re
 import pytest
 from hydra.errors import HydraException
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 
 from pipeline.config import (
+    PRUNERS,
     ConfigError,
     config_digest,
     error_line,
@@ -15,7 +17,7 @@ from pipeline.config import (
     validate,
 )
 from pipeline.data import BUNDLED_SHAPES
-from pipeline.search import compose_search, corners, distributions
+from pipeline.search import compose_search, corners, distributions, pruner
 from pipeline.sweep import plan, planned_jobs
 from tests.helpers import CONF
 
@@ -70,6 +72,13 @@ def test_the_command_line_changes_the_search_space(compose_config):
     assert dimensions["model.activation"] == CategoricalDistribution(["relu", "tanh"])
     assert dimensions["model.width"] == IntDistribution(2, 128, log=True)
     assert dimensions["train.learning_rate"] == FloatDistribution(0.001, 3.0, log=True)
+
+
+@pytest.mark.parametrize("name", PRUNERS)
+def test_every_pruner_name_is_one_of_optunas(compose_config, name):
+    chosen = pruner(compose_config(f"search.pruner={name}"))
+    kinds = {"median": MedianPruner, "hyperband": HyperbandPruner, "none": NopPruner}
+    assert type(chosen) is kinds[name]
 
 
 @pytest.mark.parametrize(
