@@ -50,9 +50,10 @@ register: $(VENV)  ## a run's network in the Model Registry, alias champion: RUN
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
 	$(PY) -m pipeline.register $(RUN) $(ARGS)
 
-N ?= 30
-search: $(VENV)  ## Bayesian search (Optuna TPE) over depth, width, learning rate: N=30 trials
-	$(PY) -m pipeline.train -m sweep=search hydra.sweeper.n_trials=$(N) $(ARGS)
+# make search: N trials (default: search.n_trials in pipeline/config.py)
+search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N trials; RESUME=<parent id>|latest
+	$(PY) -m pipeline.search $(if $(RESUME),--resume $(RESUME)) $(if $(N),search.n_trials=$(N)) \
+		$(ARGS)
 
 report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent run id>")
 	$(PY) -m pipeline.report $(ARGS)
@@ -78,6 +79,7 @@ bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_epoch.py
 	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_server.py
+	$(PY) benchmarks/bench_search.py
 
 clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info

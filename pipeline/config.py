@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -72,12 +72,32 @@ class TrackingConfig:
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
 
 
+PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/search.py
+
+
+@dataclass
+class SearchConfig:
+    """``make search``: Optuna's TPE sampler over ``space``, maximising validation accuracy.
+    None of it changes a job's result: it is left out of a job's digest and params."""
+
+    # key -> a dimension in Hydra's sweep syntax: range(0, 5), choice(relu, tanh) or
+    # interval(0.001, 3.0), tag(log, ...) for a log scale, int(interval(...)) for integers
+    space: dict[str, str] = field(default_factory=dict)
+    n_trials: int = 30  # trials this process adds to the study (make search N=)
+    workers: int = 2  # processes on this machine, each running one trial at a time
+    pruner: str = "median"  # median, hyperband or none (PRUNERS)
+    startup_trials: int = 5  # the median pruner prunes once this many trials have finished
+    study: str | None = None  # a study to create or join; None: a new one, the parent's name
+    storage: str | None = None  # the study's database URL; None: optuna.db beside the store
+
+
 @dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     seed: int = 0  # seeds the data, the split and the initialisation
     sweep_name: str = "sweep"  # the prefix of a sweep's parent run name
 
@@ -89,6 +109,8 @@ ADDED_LATER: dict[str, Any] = {
     "train.patience": 0,  # no early stopping
     "train.min_delta": 0.0,
     "tracking.flush_seconds": math.inf,  # every point sent when the job ends
+    # a search's settings change no job: today's defaults
+    **{f"search.{key}": value for key, value in asdict(SearchConfig()).items() if key != "space"},
 }
 
 
@@ -97,8 +119,8 @@ def register() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
-# What cannot change a job's result: where it is tracked and the name of its sweep.
-NOT_IN_DIGEST = ("tracking", "sweep_name", "hydra")
+# What cannot change a job's result: where it is tracked, the sweep or search it is part of.
+NOT_IN_DIGEST = ("tracking", "sweep_name", "search", "hydra")
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -188,6 +210,7 @@ def validate(cfg: DictConfig) -> None:
         cfg.tracking.flush_seconds,
         "must be > 0",
     )
+    check_search(cfg.search)
     _check(d.noise >= 0, "dataset.noise", d.noise, "must be >= 0")
     _check(d.n_features >= 2, "dataset.n_features", d.n_features, "must be >= 2")
     _check(d.n_classes >= 2, "dataset.n_classes", d.n_classes, "must be >= 2")
@@ -206,6 +229,14 @@ def validate(cfg: DictConfig) -> None:
         f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
     )
     check_memory(cfg)
+
+
+def check_search(s: DictConfig) -> None:
+    """The search's own settings (its space is checked by pipeline.search, at its corners)."""
+    _check(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be >= 1")
+    _check(s.workers >= 1, "search.workers", s.workers, "must be >= 1")
+    _check(s.pruner in PRUNERS, "search.pruner", s.pruner, f"one of {', '.join(PRUNERS)}")
+    _check(s.startup_trials >= 0, "search.startup_trials", s.startup_trials, "must be >= 0")
 
 
 def training_bytes(cfg: DictConfig) -> int:

@@ -6,7 +6,7 @@ Hydra entry point (``pipeline.train``) and, with a recorded config, by reproduct
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,7 +18,7 @@ from pipeline import data as datasets
 from pipeline import plots, tracking
 from pipeline.config import ModelConfig, config_digest, network_size, validate
 from pipeline.early_stopping import EarlyStopping
-from pipeline.training import Result, layer_dims, train
+from pipeline.training import Listener, Result, layer_dims, train
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,13 @@ def run_job(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
     experiment_id: str | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> Outcome:
-    """Validate ``cfg`` (raises ConfigError before anything is created), train, and track."""
+    """Validate ``cfg`` (raises ConfigError before anything is created), train, and track.
+
+    ``listeners`` are called at each logged point after the job's own (a search's pruning);
+    a run one of them prunes ends KILLED, tagged ``pruned_at`` and ``killed_reason``.
+    """
     validate(cfg)
     data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
     dims = layer_dims(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)
@@ -57,7 +62,9 @@ def run_job(
     tags = {**(tags or {}), "config_digest": config_digest(cfg)}  # equal digests, equal curves
     run_id = tracking.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
     with tracking.run_status(client, run_id) as outcome:
-        params = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+        tree = OmegaConf.to_container(cfg, resolve=True)
+        tree.pop("search", None)  # the search's settings are its parent's params, not a job's
+        params = tracking.flatten(tree)
         params |= {
             "layer_dims": dims,
             "n_parameters": network_size(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)[0],
@@ -71,9 +78,9 @@ def run_job(
         tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
 
         live = tracking.LiveCurves(client, run_id, cfg.tracking.flush_seconds)
-        listeners = [live]
+        own: list[Listener] = [live]
         if cfg.train.patience:
-            listeners.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
+            own.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
         try:
             with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
                 result = train(
@@ -85,7 +92,7 @@ def run_job(
                     iterations=cfg.train.iterations,
                     log_every=cfg.train.log_every,
                     seed=cfg.seed,
-                    listeners=listeners,
+                    listeners=[*own, *listeners],
                 )
         except BaseException:  # Ctrl-C or an error: the points so far go to the store first
             with contextlib.suppress(Exception):  # what ends the run is the first error
@@ -94,6 +101,8 @@ def run_job(
         record(client, run_id, cfg, data, result, live)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
+        elif result.pruned_at is not None:
+            outcome["status"] = "KILLED"
     return Outcome(run_id, experiment, outcome["status"], result)
 
 
@@ -123,6 +132,8 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> 
         log.warning("%s: %s", run_name(cfg), tags["failure_reason"])
     if result.stopped_at is not None:
         final |= {"stopped_at": result.stopped_at}
+    if result.pruned_at is not None:
+        tags |= {tracking.PRUNED_AT: result.pruned_at, tracking.KILLED_REASON: result.stop_reason}
     if result.best_iteration is not None:
         final |= {"best_iteration": result.best_iteration}
     live.finish(final, tags, result.final_step)

@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{name} has no runs to report")
     table = results.runs_table(runs)
     files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
-    counts = results.sweep_metrics(table)
-    print(f"{name}: {len(table)} runs, {counts['jobs_finished']} finished, "
-          f"{counts['jobs_failed']} failed or killed")  # fmt: skip
+    print(f"{name}: {len(table)} runs, {results.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
     if parent:

@@ -21,6 +21,7 @@ from pipeline.errors import InputError
 
 JOBS_FILE = "jobs.json"  # a sweep parent's record of its jobs: what a resume runs
 LAUNCHER_TAG = "launcher"  # on a sweep's parent: host:pid of the process launching its jobs
+STUDY_TAG = "optuna_study"  # on a search's parent and its trials: the Optuna study's name
 
 COLUMNS = {
     "params.model.depth": "depth",
@@ -61,8 +62,7 @@ def recorded_jobs(client: MlflowClient, run: Run) -> dict:
             path = client.download_artifacts(run.info.run_id, JOBS_FILE, folder)
         except (MlflowException, OSError):  # no such artifact
             raise InputError(
-                f"{run.info.run_name} has no {JOBS_FILE}: a search, or a sweep from before "
-                "resuming existed"
+                f"{run.info.run_name} has no {JOBS_FILE}: a sweep from before resuming existed"
             ) from None
         return json.loads(Path(path).read_text())
 
@@ -88,18 +88,26 @@ def unfinished(client: MlflowClient, parent: Run) -> str | None:
     children = tracking.child_runs(client, parent.info.run_id)
     started = {c.data.tags.get("config_digest") for c in children}
     running = sorted(c.info.run_name for c in children if c.info.status == "RUNNING")
-    try:
-        record = recorded_jobs(client, parent)
-        never = [
-            n for n, d in zip(record["names"], record["digests"], strict=True) if d not in started
-        ]
-        named = ", ".join(never[:6]) + (", ..." if len(never) > 6 else "")
-        jobs = f"{len(never)} of {len(record['names'])} jobs never ran ({named or 'none'})"
-    except InputError:
-        jobs = "its job list was not recorded"
+    command = "make sweep"
+    if STUDY_TAG in parent.data.tags:  # a search: its trials are not known in advance
+        jobs, command = f"{len(children)} trials ran", "make search"
+    else:
+        jobs = never_ran(client, parent, started)
     left = f"{len(running)} left RUNNING ({', '.join(running)})" if running else "none left RUNNING"
     return (f"{name} did not finish ({why}): {jobs}; {left}. "
-            f"Resume it: make sweep RESUME={parent.info.run_id}")  # fmt: skip
+            f"Resume it: {command} RESUME={parent.info.run_id}")  # fmt: skip
+
+
+def never_ran(client: MlflowClient, parent: Run, started: set) -> str:
+    """Which of a grid sweep's jobs never ran (``started``: the digests of those that did)."""
+    try:
+        record = recorded_jobs(client, parent)
+    except InputError:
+        return "its job list was not recorded"
+    names = zip(record["names"], record["digests"], strict=True)
+    never = [name for name, digest in names if digest not in started]
+    named = ", ".join(never[:6]) + (", ..." if len(never) > 6 else "")
+    return f"{len(never)} of {len(record['names'])} jobs never ran ({named or 'none'})"
 
 
 def chosen_by(table: pd.DataFrame) -> str:
@@ -108,12 +116,18 @@ def chosen_by(table: pd.DataFrame) -> str:
     return "val_accuracy" if table.val_accuracy.notna().any() else "test_accuracy"
 
 
+PRUNED = "PRUNED"  # a table's status for a search's trial its pruner ended (KILLED in MLflow)
+
+
 def runs_table(runs: list) -> pd.DataFrame:
     """One row per run, best first by ``chosen_by`` (validation accuracy, then validation
-    cost; runs without a validation part after the others); metrics are final values."""
+    cost; runs without a validation part after the others); metrics are final values.
+    The status is MLflow's, or PRUNED for a run a search's pruner ended (tag pruned_at)."""
     rows = []
     for run in runs:
-        row = {"run": run.data.tags.get(MLFLOW_RUN_NAME, ""), "status": run.info.status}
+        pruned = tracking.PRUNED_AT in run.data.tags
+        row = {"run": run.data.tags.get(MLFLOW_RUN_NAME, "")}
+        row["status"] = PRUNED if pruned else run.info.status
         row |= {f"params.{k}": v for k, v in run.data.params.items()}
         row |= {f"metrics.{k}": v for k, v in run.data.metrics.items()}
         row["run_id"] = run.info.run_id
@@ -153,7 +167,8 @@ def sweep_metrics(table: pd.DataFrame) -> dict[str, float]:
     finished = table[table.status == "FINISHED"]
     metrics = {
         "jobs_finished": len(finished),
-        "jobs_failed": int((table.status != "FINISHED").sum()),
+        "jobs_failed": int((~table.status.isin(["FINISHED", PRUNED])).sum()),
+        "jobs_pruned": int((table.status == PRUNED).sum()),
     }
     if len(finished):  # the table is best first
         accuracy = chosen_by(table)
@@ -180,7 +195,7 @@ def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, li
 
 
 def counts_line(table: pd.DataFrame) -> str:
-    """e.g. ``25 finished, 1 failed, 1 killed`` (FINISHED always named)."""
+    """e.g. ``25 finished, 3 pruned, 1 failed, 1 killed`` (FINISHED always named)."""
     counts = {"FINISHED": 0} | status_counts(table)
     return ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
 

@@ -6,12 +6,13 @@ parent run (``start``) or reopens one (``resume``), and hands it to the jobs thr
 environment (``Parent``). When Hydra returns, or is interrupted, it ends the sweep
 (``finish``). The store is the state: a sweep's job list is an artifact of its parent,
 and each job's identity is its ``config_digest`` tag, so that a sweep can be resumed
-from any process without computing a finished job twice.
+from any process without computing a finished job twice. A search (``pipeline.search``)
+makes, reopens and ends its parent with the same functions (``start_parent``, ``reopen``,
+``finish``).
 """
 
 import copy
 import functools
-import itertools
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import pandas as pd
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, OverrideType
+from hydra.core.override_parser.types import OverrideType
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
@@ -67,9 +68,6 @@ def job_env_override(parent: Parent) -> str:
 def dry_run_listing(sweep: "Plan", done: set[str] | None = None) -> str:
     """The job list a dry run prints: number, run name, overrides, and a count; when resuming
     (``done``: the digests of its finished jobs), whether each job is done or to run."""
-    if sweep.n_trials is not None:
-        return (f"search {sweep.name}: {sweep.n_trials} trials over {sweep.swept}; every corner "
-                f"of the space ({len(sweep.jobs)} configs) is valid")  # fmt: skip
     width = max(len(name) for name in sweep.names)
     rows = zip(sweep.names, sweep.jobs, sweep.digests, strict=True)
     lines = []
@@ -85,7 +83,7 @@ def dry_run_listing(sweep: "Plan", done: set[str] | None = None) -> str:
 
 @dataclass
 class Plan:
-    """A sweep's jobs, checked: each job's overrides and, for a grid, its config digest."""
+    """A sweep's jobs, checked: each job's overrides and config digest."""
 
     name: str  # sweep_name
     argv: list[str]  # the command line's task overrides (not hydra.*)
@@ -93,25 +91,20 @@ class Plan:
     jobs: list[list[str]]
     names: list[str]  # each job's run name
     digests: list[str]
-    n_trials: int | None = None  # a search: the number of trials, its jobs being unknown
 
     @property
     def n_jobs(self) -> int:
-        return self.n_trials if self.n_trials is not None else len(self.jobs)
+        return len(self.jobs)
 
     @property
     def swept(self) -> str:
-        """What the sweep varies: a grid's values, or a search's space."""
-        if self.n_trials is None:
-            return swept_values(self.jobs)
-        return " x ".join(f"{key} in {space}" for key, space in self.params.items())
+        """What the sweep varies, e.g. ``model.depth in {1, 2} x model.width in {4, 8}``."""
+        return swept_values(self.jobs)
 
 
 def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
     """Every job of the sweep ``cfg`` (composed with Hydra's node) checked; raises ConfigError
     (or Hydra's error) on the first bad one. Needs Hydra's compose API initialised on conf/.
-
-    A search's jobs are not known in advance: the corners of its space are checked instead.
     """
     jobs = planned_jobs(cfg.hydra.sweeper, argv)
     configs = [job_config(config_name, job) for job in jobs]
@@ -119,30 +112,18 @@ def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
         validate(job_cfg)
     params = dict(cfg.hydra.sweeper.get("params") or {})
     names = [run_name(c) for c in configs]
-    if not is_grid(cfg.hydra.sweeper):
-        n_trials = cfg.hydra.sweeper.get("n_trials")
-        return Plan(cfg.sweep_name, argv, params, jobs, names, [], n_trials)
     return Plan(cfg.sweep_name, argv, params, jobs, names, [config_digest(c) for c in configs])
 
 
 def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
-    """Each job's overrides: the grid of the basic sweeper, as it will expand it; for a search
-    (any other sweeper), the corners of its space: every value of its discrete dimensions
-    crossed with both ends of its intervals.
+    """Each job's overrides: the grid of Hydra's basic sweeper, as it will expand it.
 
     ``overrides`` are the command line's task overrides (not ``hydra.*``), which replace
     the sweeper's params of the same key.
     """
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *overrides])
-    if is_grid(sweeper):
-        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    dimensions = {o.get_key_element(): _extremes(o) for o in parsed}  # later keys win
-    return [list(job) for job in itertools.product(*dimensions.values())]
-
-
-def is_grid(sweeper: DictConfig) -> bool:
-    return "BasicSweeper" in str(sweeper.get("_target_", ""))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def swept_values(jobs: list[list[str]]) -> str:
@@ -155,17 +136,6 @@ def swept_values(jobs: list[list[str]]) -> str:
                 values[key].append(value)
     varied = [f"{key} in {{{', '.join(v)}}}" for key, v in values.items() if len(v) > 1]
     return " x ".join(varied)
-
-
-def _extremes(override) -> list[str]:
-    """``key=value`` for each value of a discrete dimension, or both ends of an interval."""
-    key, value = override.get_key_element(), override.value()
-    if isinstance(value, IntervalSweep):
-        ends = [value.start, value.end]
-        return [f"{key}={int(v) if 'int' in value.tags else v}" for v in ends]
-    if override.is_sweep_override():  # choice or range
-        return [f"{key}={v}" for v in override.sweep_string_iterator()]
-    return [override.input_line]
 
 
 def job_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -187,12 +157,9 @@ def _compose_groups(config_name: str, groups: tuple[str, ...]) -> DictConfig:
 
 def start(client: MlflowClient, experiment: str, sweep: Plan) -> Parent:
     """A new parent run for ``sweep``, its job list recorded as an artifact."""
-    name = f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    overrides = " ".join(sweep.argv) or "(none)"
-    tags = {tracking.SWEEP_TAG: overrides, SWEPT_TAG: sweep.swept, **launcher_tag()}
-    run_id = tracking.start_run(client, experiment, name, tags)
-    swept = {f"sweep.{key}": value for key, value in sweep.params.items()}
-    tracking.log_params(client, run_id, swept | {"sweep.overrides": overrides})
+    params = {f"sweep.{key}": value for key, value in sweep.params.items()}
+    name = parent_name(sweep.name)
+    run_id = start_parent(client, experiment, name, sweep.argv, sweep.swept, params)
     record = {
         "argv": sweep.argv,
         "jobs": sweep.jobs,
@@ -201,6 +168,30 @@ def start(client: MlflowClient, experiment: str, sweep: Plan) -> Parent:
     }
     tracking.log_files(client, run_id, {results.JOBS_FILE: partial(_write_json, record)})
     return Parent(run_id, experiment, client.tracking_uri, sweep.n_jobs, os.getpid())
+
+
+def parent_name(sweep_name: str) -> str:
+    """A new sweep's parent run name, e.g. ``default-20261128-100412``."""
+    return f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_parent(
+    client: MlflowClient,
+    experiment: str,
+    name: str,
+    argv: list[str],
+    swept: str,
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A new parent run ``name`` of a sweep or a search: the command line's overrides
+    ``argv``, what it varies (``swept``), its ``params`` and ``tags``, and this process as
+    its launcher; its run id."""
+    overrides = " ".join(argv) or "(none)"
+    tags = {tracking.SWEEP_TAG: overrides, SWEPT_TAG: swept, **launcher_tag(), **(tags or {})}
+    run_id = tracking.start_run(client, experiment, name, tags)
+    tracking.log_params(client, run_id, params | {"sweep.overrides": overrides})
+    return run_id
 
 
 def launcher_tag() -> dict[str, str]:
@@ -237,13 +228,19 @@ def resume(client: MlflowClient, run: Run, sweep: Plan, why: str) -> Parent:
     KILLED, tagged with ``why``.
     """
     run_id = run.info.run_id
-    tracking.end_running_children(client, run_id, why)
+    reopen(client, run_id, why)
     done = finished_digests(client, run_id) & set(sweep.digests)
-    client.update_run(run_id, status="RUNNING")
-    tracking.log_results(client, run_id, tags=launcher_tag())
     return Parent(
         run_id, run.info.experiment_id, client.tracking_uri, sweep.n_jobs, os.getpid(), sorted(done)
     )
+
+
+def reopen(client: MlflowClient, run_id: str, why: str) -> None:
+    """The parent ``run_id`` RUNNING again, launched by this process; its children still
+    RUNNING end KILLED, tagged with ``why``."""
+    tracking.end_running_children(client, run_id, why)
+    client.update_run(run_id, status="RUNNING")
+    tracking.log_results(client, run_id, tags=launcher_tag())
 
 
 def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> bool:

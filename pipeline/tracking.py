@@ -31,6 +31,7 @@ DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
 NOTE = "mlflow.note.content"  # a run's description, shown on its page in the UI
 KILLED_REASON = "killed_reason"  # why a run ended KILLED
+PRUNED_AT = "pruned_at"  # on a search's trial its pruner ended (KILLED): the iteration
 SQLITE = "sqlite:///"
 # The MLflow UI (3.4+) opens an experiment in its "Model training" mode, not the GenAI one,
 # when the experiment carries this tag (3.4 to 3.16) or the address asks for it (3.17).

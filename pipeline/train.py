@@ -16,7 +16,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -63,8 +65,8 @@ def stop_once(signum: int, frame) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the validation accuracy, which a search maximises (the test accuracy without a
-    validation part); None (a failed trial) if diverged."""
+    """Returns the job's selection accuracy (validation, or test without a validation part);
+    None if it diverged."""
     process.tune_for_jobs()  # also in a sweep's worker processes
     handle_stop_signals(stop_once)
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
@@ -172,6 +174,9 @@ def run_sweep(args, own: dict) -> int:
         if own.get("resume"):
             client = tracking.connect(uri)
             run = sweep.find(client, own["resume"])
+            if results.STUDY_TAG in run.data.tags:
+                raise InputError(f"{run.info.run_name} is a search: resume it with "
+                                 f"make search RESUME={run.info.run_id}")  # fmt: skip
             recorded = results.recorded_jobs(client, run)
             extra = [o for o in task if o not in recorded["argv"]]
             if extra:
@@ -181,9 +186,10 @@ def run_sweep(args, own: dict) -> int:
             task = recorded["argv"]
             plain = [o for o in split_overrides(task)[1]] + hydra_own
             cfg = compose(name, overrides=plain, return_hydra_config=True)
+        if cfg.search.space:
+            raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
+                             "(python -m pipeline.search)")  # fmt: skip
         plan = sweep.plan(name, cfg, task)
-        if own.get("resume") and plan.n_trials is not None:
-            raise InputError(f"cannot resume {run.info.run_name}: it is a search, not a grid")
         if own.get("resume") and plan.digests != recorded["digests"]:
             raise InputError(
                 f"conf/ has changed since {run.info.run_name} started: its jobs are not the "
@@ -208,8 +214,7 @@ def run_sweep(args, own: dict) -> int:
         print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
               f"parent run {parent.run_id}", flush=True)  # fmt: skip
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
-    if plan.n_trials is None:
-        skip_hydra_job_check()
+    skip_hydra_job_check()
     if warming:
         warming.join()
     return launch(parent, hydra_argv)
@@ -264,6 +269,18 @@ def import_job_modules() -> None:
 def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
+    body = partial(launch_until_done, parent, hydra_argv)
+    return run_to_end(body, partial(sweep.finish, parent), parent)
+
+
+def run_to_end(
+    body: Callable[[], object],
+    end: Callable[[str, float], None],
+    parent: sweep.Parent,
+    what: str = "sweep",
+) -> int:
+    """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
+    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr)."""
     status, code, started = "FAILED", 1, time.perf_counter()
 
     def stop_sweep(signum: int, frame) -> None:
@@ -277,18 +294,18 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
 
     handle_stop_signals(stop_sweep)
     try:
-        launch_until_done(parent, hydra_argv)
+        body()
         status, code = "FINISHED", 0
     except Terminated:
         status, code = "KILLED", 128 + signal.SIGTERM
     except KeyboardInterrupt:
         status, code = "KILLED", 128 + signal.SIGINT
     except Exception as error:  # any failure of the launcher ends the sweep, in one line
-        print(f"error: the sweep stopped: {type(error).__name__}: {first_line(error)}",
+        print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
               file=sys.stderr, flush=True)  # fmt: skip
     finally:
         handle_stop_signals(signal.SIG_IGN)  # the parent's record is written whole
-        sweep.finish(parent, status, time.perf_counter() - started)
+        end(status, time.perf_counter() - started)
     return code
 
 

@@ -43,6 +43,7 @@ class Stop:
     reason: str
     parameters: Mapping[str, np.ndarray] | None = None  # None: the current ones
     iteration: int | None = None  # the iteration ``parameters`` come from
+    pruned: bool = False  # a search's pruner gave up on this run: its result is not wanted
 
 
 Listener = Callable[[Point], Stop | None]
@@ -61,6 +62,8 @@ class Result:
     seconds: float = 0.0
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
     stopped_at: int | None = None  # the point at which a listener ended training
+    stop_reason: str | None = None  # why it did
+    pruned_at: int | None = None  # the point at which a search's pruner ended it
     best_iteration: int | None = None  # where the kept parameters come from, if not the last
 
     @property
@@ -160,7 +163,9 @@ def train(
                 point = Point(i, costs, parameters, last=i == iterations)
                 stops = [stop for stop in (listener(point) for listener in listeners) if stop]
                 if stops:
-                    result.stopped_at = i
+                    result.stopped_at, result.stop_reason = i, stops[0].reason
+                    if stops[0].pruned:
+                        result.pruned_at = i
                     if stops[0].parameters is not None:
                         parameters = dict(stops[0].parameters)
                         result.best_iteration = stops[0].iteration

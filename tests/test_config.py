@@ -1,11 +1,15 @@
 """Every config composes through Hydra, and every bad value is named with its key."""
 
+import re
 from itertools import pairwise
 
 import pytest
 from hydra.errors import HydraException
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 
 from pipeline.config import (
+    PRUNERS,
     ConfigError,
     config_digest,
     error_line,
@@ -15,6 +19,7 @@ from pipeline.config import (
     validate,
 )
 from pipeline.data import BUNDLED_SHAPES
+from pipeline.search import compose_search, corners, distributions, pruner
 from pipeline.sweep import plan, planned_jobs
 from pipeline.training import layer_dims
 from tests.helpers import CONF
@@ -32,10 +37,10 @@ def options(group):
 def test_every_group_option_composes_and_validates(compose_config, override):
     cfg = compose_config(override)
     validate(cfg)
-    assert set(cfg) == {"dataset", "model", "train", "tracking", "seed", "sweep_name"}
+    assert set(cfg) == {"dataset", "model", "train", "tracking", "search", "seed", "sweep_name"}
 
 
-@pytest.mark.parametrize("sweep", options("sweep"))
+@pytest.mark.parametrize("sweep", [s for s in options("sweep") if s != "search"])  # see below
 def test_every_job_of_every_named_sweep_is_valid(compose_config, sweep):
     cfg = compose_config(f"sweep={sweep}", hydra=True)
     assert cfg.sweep_name == sweep
@@ -53,13 +58,43 @@ def test_the_default_grid_is_every_combination(compose_config):
 
 
 def test_the_search_space_is_checked_at_its_corners(compose_config):
-    cfg = compose_config("sweep=search", hydra=True)
-    jobs = planned_jobs(cfg.hydra.sweeper, ["sweep=search"])
+    cfg, space, plain = compose_search("config", [])  # raises on the first bad corner
+    assert cfg.sweep_name == "search" and plain == ["sweep=search"]
+    jobs = corners(distributions(space))
     depths = {o for job in jobs for o in job if o.startswith("model.depth=")}
     widths = {o for job in jobs for o in job if o.startswith("model.width=")}
-    assert depths == {f"model.depth={d}" for d in range(5)}
+    assert depths == {"model.depth=0", "model.depth=4"}  # range(0, 5): 0 to 4
     assert widths == {"model.width=2", "model.width=128"}
-    assert len(jobs) == 5 * 2 * 2
+    assert len(jobs) == 2 * 2 * 2
+
+
+def test_the_command_line_changes_the_search_space(compose_config):
+    _, space, plain = compose_search("config", ["model.depth=2", "model.activation=relu,tanh"])
+    assert "model.depth" not in space and "model.depth=2" in plain  # fixed
+    dimensions = distributions(space)
+    assert dimensions["model.activation"] == CategoricalDistribution(["relu", "tanh"])
+    assert dimensions["model.width"] == IntDistribution(2, 128, log=True)
+    assert dimensions["train.learning_rate"] == FloatDistribution(0.001, 3.0, log=True)
+
+
+@pytest.mark.parametrize("name", PRUNERS)
+def test_every_pruner_name_is_one_of_optunas(compose_config, name):
+    chosen = pruner(compose_config(f"search.pruner={name}"))
+    kinds = {"median": MedianPruner, "hyperband": HyperbandPruner, "none": NopPruner}
+    assert type(chosen) is kinds[name]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.width=int(interval(0,8))", "model.width=0 is invalid: must be >= 1"),
+        ("model.depth=tag(log,interval(0,3))", "model.depth='tag(log,interval(0,3))' is invalid"),
+        ("search.pruner=sometimes", "search.pruner='sometimes' is invalid: one of median"),
+    ],
+)
+def test_a_bad_search_is_a_config_error(compose_config, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose_search("config", [override])
 
 
 @pytest.mark.parametrize(
