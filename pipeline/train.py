@@ -12,6 +12,7 @@ ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from pipeline import config, process, results, sweep, tracking, workers
 from pipeline.errors import InputError, fail
@@ -35,6 +36,7 @@ from pipeline.errors import InputError, fail
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
+RAY_CONNECT_SECONDS = 5.0  # how long a Ray cluster's address gets to answer
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,6 +77,9 @@ def main(cfg: DictConfig) -> float | None:
         watch_launcher(parent)
         if config.config_digest(cfg) in parent.done or len(_watching) > 1:
             return None  # finished in an earlier attempt, or the launcher is gone
+        # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
+        # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
+        cfg.tracking.uri = parent.tracking_uri
         tags |= {"sweep_id": parent.run_id, "job_number": hydra_cfg.job.num}
         tags[sweep.WORKER_TAG] = os.getpid()
         # a sweep prints one line per job; per-iteration progress stays in the job's log file
@@ -167,6 +172,8 @@ def run_sweep(args, own: dict) -> int:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
+        if not own.get("dry_run"):
+            prepare_ray(cfg.hydra.launcher)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         if own.get("resume"):
             client = tracking.connect(uri)
@@ -247,6 +254,34 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     thread = threading.Thread(target=warm, name="warm-workers", daemon=True)
     thread.start()
     return thread
+
+
+def prepare_ray(launcher: DictConfig) -> None:
+    """With Ray's launcher on a cluster (``hydra/launcher=ray_cluster``): its address must be
+    given and must answer before the parent run is created, else one line (Ray itself retries
+    an address that does not answer for about 14 minutes); and every job's line is printed,
+    where Ray would fold alike lines from its workers into one.
+    """
+    if "RayLauncher" not in str(launcher.get("_target_", "")):
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read when the launcher imports ray
+    try:
+        address = launcher.ray.init.get("address") or os.environ.get("RAY_ADDRESS")
+    except InterpolationResolutionError:  # ray_cluster's ${oc.env:RAY_ADDRESS}
+        raise InputError(
+            "hydra/launcher=ray_cluster needs the Ray cluster's address: set RAY_ADDRESS=host:port "
+            "or hydra.launcher.ray.init.address=host:port"
+        ) from None
+    if address in (None, "auto", "local"):  # a Ray instance of the launcher's own
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"the Ray cluster at {address} does not answer ({error}): start it (`ray start "
+            "--head`), or give its address with RAY_ADDRESS= or hydra.launcher.ray.init.address="
+        ) from None
 
 
 def import_job_modules() -> None:
