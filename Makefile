@@ -63,7 +63,7 @@ test: $(VENV)  ## run the whole test suite
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
 
-test-ray: $(VENV)  ## install the ray extra into .venv, then a sweep on a local Ray cluster (tests/test_ray.py)
+test-ray: $(VENV)  ## install the ray extra into .venv, then sweeps on a local Ray cluster (tests/test_ray.py)
 	$(PY) -m pip install --quiet -e '.[ray]'
 	$(PY) -m pytest tests/test_ray.py
 

@@ -173,7 +173,7 @@ def run_sweep(args, own: dict) -> int:
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
         if not own.get("dry_run"):
-            prepare_ray(cfg.hydra.launcher)
+            connect_ray(cfg.hydra.launcher)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         if own.get("resume"):
             client = tracking.connect(uri)
@@ -256,31 +256,38 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     return thread
 
 
-def prepare_ray(launcher: DictConfig) -> None:
-    """With Ray's launcher on a cluster (``hydra/launcher=ray_cluster``): its address must be
-    given and must answer before the parent run is created, else one line (Ray itself retries
-    an address that does not answer for about 14 minutes); and every job's line is printed,
-    where Ray would fold alike lines from its workers into one.
+def connect_ray(launcher: DictConfig) -> None:
+    """With Ray's launcher on a cluster (``hydra/launcher=ray_cluster``): connect to it here,
+    before the parent run is created, so that a missing address or a cluster that does not
+    answer is one line (Ray itself retries such an address for about 14 minutes); the
+    launcher then finds Ray connected. Connecting before ``launch`` also lets the sweep's stop
+    handlers replace the one ``ray.init`` installs, which exits at once on SIGTERM.
     """
     if "RayLauncher" not in str(launcher.get("_target_", "")):
         return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read when the launcher imports ray
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every job's line, not "[repeated 3x]"
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # no dump on a stop
     try:
-        address = launcher.ray.init.get("address") or os.environ.get("RAY_ADDRESS")
+        init = OmegaConf.to_container(launcher.ray.init, resolve=True)
     except InterpolationResolutionError:  # ray_cluster's ${oc.env:RAY_ADDRESS}
         raise InputError(
             "hydra/launcher=ray_cluster needs the Ray cluster's address: set RAY_ADDRESS=host:port "
             "or hydra.launcher.ray.init.address=host:port"
         ) from None
-    if address in (None, "auto", "local"):  # a Ray instance of the launcher's own
+    address = init.get("address") or os.environ.get("RAY_ADDRESS")
+    if address in (None, "auto", "local"):  # the plugin's own `ray`: an instance of its own
         return
     host, _, port = address.split("://")[-1].rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
-    except (OSError, ValueError) as error:
+        import ray
+
+        ray.init(**init)
+    except Exception as error:  # refused, unknown host, bad port, or Ray's own refusal
         raise InputError(
-            f"the Ray cluster at {address} does not answer ({error}): start it (`ray start "
-            "--head`), or give its address with RAY_ADDRESS= or hydra.launcher.ray.init.address="
+            f"the Ray cluster at {address} does not answer ({first_line(error)}): start it "
+            "(`ray start --head`), or give its address with RAY_ADDRESS= or "
+            "hydra.launcher.ray.init.address="
         ) from None
 
 
@@ -299,11 +306,13 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
     status, code, started = "FAILED", 1, time.perf_counter()
+    stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
 
     def stop_sweep(signum: int, frame) -> None:
         """Let the jobs in flight end their runs, their points sent, before joblib kills
         its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
         handle_stop_signals(signal.SIG_IGN)
+        stopped_by.append(signum)
         workers.interrupt_children()
         sweep.wait_for_running_jobs(parent)
         raise interruption(signum)
@@ -312,10 +321,9 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     try:
         launch_until_done(parent, hydra_argv)
         status, code = "FINISHED", 0
-    except Terminated:
-        status, code = "KILLED", 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        status, code = "KILLED", 128 + signal.SIGINT
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated) or signal.SIGTERM in stopped_by
+        status, code = "KILLED", 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as error:  # any failure of the launcher ends the sweep, in one line
         print(f"error: the sweep stopped: {type(error).__name__}: {first_line(error)}",
               file=sys.stderr, flush=True)  # fmt: skip

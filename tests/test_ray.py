@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from tests.helpers import assert_one_error_line, free_port, parents_and_children, run_cli
 from tests.test_server import errors_in
-from tests.test_sweep_survives import wait_for
+from tests.test_sweep_survives import started, statuses, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +37,15 @@ SWEEP = ["sweep=default", "hydra/launcher=ray_cluster", "train=quick", "model.de
          "model.width=4,8", "train.learning_rate=0.5"]  # fmt: skip
 
 
-@pytest.fixture
-def ray_head(tmp_path):
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
     """``ray start --head --block`` with 2 CPUs on 127.0.0.1 and a free port, in a process group
     of its own, without the launcher's variables; yields its address and the folder of its
-    logs. Stopped at the end, even when the test fails."""
+    logs. Stopped after the module's tests, even when one fails."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # its sockets' paths stay short
     port = free_port()
-    log = tmp_path / "ray.log"
+    cwd = tmp_path_factory.mktemp("ray-node")  # where its workers write their Hydra folders
+    log = cwd / "ray.log"
     ray = Path(sys.executable).with_name("ray")
     environment = {k: v for k, v in os.environ.items() if k not in ("PORT", "MLFLOW_TRACKING_URI")}
     with open(log, "w") as out:
@@ -52,7 +53,7 @@ def ray_head(tmp_path):
             [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
              f"--temp-dir={folder}"],
-            cwd=tmp_path, env=environment | RAY_ENV, stdout=out, stderr=subprocess.STDOUT,
+            cwd=cwd, env=environment | RAY_ENV, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
@@ -115,3 +116,29 @@ def test_a_ray_cluster_without_an_address_or_that_does_not_answer_is_one_line(
     done = run_cli("pipeline.train", "-m", *SWEEP, f"tracking.uri={uri}", cwd=tmp_path, env=env)
     assert_one_error_line(done, fragment.format(port=port))
     assert not (tmp_path / "store").exists()  # no parent run, nor even a store
+
+
+def test_sigterm_ends_a_sweep_on_ray_killed_without_a_traceback(ray_head, store, tmp_path):
+    address, _ = ray_head
+    uri, client = store
+    two_long_jobs = ["model.depth=3", "model.width=64", "train.learning_rate=0.1,0.2",
+                     "train.iterations=30000", "train.log_every=100"]  # fmt: skip
+    command = [sys.executable, "-m", "pipeline.train", "-m", *SWEEP, *two_long_jobs,
+               f"tracking.uri={uri}"]  # fmt: skip
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        launcher = subprocess.Popen(
+            command, cwd=tmp_path, stdout=out, stderr=err, start_new_session=True,
+            env=os.environ | RAY_ENV | {"RAY_ADDRESS": address},
+        )  # fmt: skip
+    try:
+        wait_for(lambda: started(tmp_path) and statuses(client())["RUNNING"] == 2)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        launcher.kill()
+    assert "Traceback" not in (tmp_path / "err.txt").read_text()
+    (parent,), children = parents_and_children(client())
+    assert parent.info.status == "KILLED" and len(children) == 2
+    for child in children:  # ended by the launcher, with the points of their last batch
+        assert child.info.status == "KILLED"
+        assert client().get_metric_history(child.info.run_id, "train_cost")
