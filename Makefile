@@ -17,7 +17,7 @@ export PORT
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep search ui server reproduce register report test test-load test-fast lint format bench clean
+.PHONY: help install sweep search ui server reproduce register report test test-load test-ray test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ test: $(VENV)  ## run the whole test suite
 
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
+
+test-ray: $(VENV)  ## install the ray extra into .venv, then sweeps on a local Ray cluster (tests/test_ray.py)
+	$(PY) -m pip install --quiet -e '.[ray]'
+	$(PY) -m pytest tests/test_ray.py
 
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"

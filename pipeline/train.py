@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from pipeline import config, process, results, sweep, tracking, workers
 from pipeline.errors import InputError, fail
@@ -38,6 +39,7 @@ from pipeline.errors import InputError, fail
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
+RAY_CONNECT_SECONDS = 5.0  # how long a Ray cluster's address gets to answer
 
 
 class Terminated(KeyboardInterrupt):
@@ -78,6 +80,9 @@ def main(cfg: DictConfig) -> float | None:
         watch_launcher(parent)
         if config.config_digest(cfg) in parent.done or len(_watching) > 1:
             return None  # finished in an earlier attempt, or the launcher is gone
+        # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
+        # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
+        cfg.tracking.uri = parent.tracking_uri
         tags |= {"sweep_id": parent.run_id, "job_number": hydra_cfg.job.num}
         tags[sweep.WORKER_TAG] = os.getpid()
         # a sweep prints one line per job; per-iteration progress stays in the job's log file
@@ -170,6 +175,8 @@ def run_sweep(args, own: dict) -> int:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
+        if not own.get("dry_run"):
+            connect_ray(cfg.hydra.launcher)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         if own.get("resume"):
             client = tracking.connect(uri)
@@ -255,6 +262,41 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     return thread
 
 
+def connect_ray(launcher: DictConfig) -> None:
+    """With Ray's launcher on a cluster (``hydra/launcher=ray_cluster``): connect to it here,
+    before the parent run is created, so that a missing address or a cluster that does not
+    answer is one line (Ray itself retries such an address for about 14 minutes); the
+    launcher then finds Ray connected. Connecting before ``launch`` also lets the sweep's stop
+    handlers replace the one ``ray.init`` installs, which exits at once on SIGTERM.
+    """
+    if "RayLauncher" not in str(launcher.get("_target_", "")):
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every job's line, not "[repeated 3x]"
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # no dump on a stop
+    try:
+        init = OmegaConf.to_container(launcher.ray.init, resolve=True)
+    except InterpolationResolutionError:  # ray_cluster's ${oc.env:RAY_ADDRESS}
+        raise InputError(
+            "hydra/launcher=ray_cluster needs the Ray cluster's address: set RAY_ADDRESS=host:port "
+            "or hydra.launcher.ray.init.address=host:port"
+        ) from None
+    address = init.get("address") or os.environ.get("RAY_ADDRESS")
+    if address in (None, "auto", "local"):  # the plugin's own `ray`: an instance of its own
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
+        import ray
+
+        ray.init(**init)
+    except Exception as error:  # refused, unknown host, bad port, or Ray's own refusal
+        raise InputError(
+            f"the Ray cluster at {address} does not answer ({first_line(error)}): start it "
+            "(`ray start --head`), or give its address with RAY_ADDRESS= or "
+            "hydra.launcher.ray.init.address="
+        ) from None
+
+
 def import_job_modules() -> None:
     """What a sweep's job imports, once per worker: Hydra's job runner, the job, the data sets
     (scikit-learn) and the plots (matplotlib)."""
@@ -282,11 +324,13 @@ def run_to_end(
     """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
     on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr)."""
     status, code, started = "FAILED", 1, time.perf_counter()
+    stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
 
     def stop_sweep(signum: int, frame) -> None:
         """Let the jobs in flight end their runs, their points sent, before joblib kills
         its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
         handle_stop_signals(signal.SIG_IGN)
+        stopped_by.append(signum)
         workers.interrupt_children()
         with contextlib.suppress(Exception):  # a store that fails now: finish() says so
             sweep.wait_for_running_jobs(parent)
@@ -296,10 +340,9 @@ def run_to_end(
     try:
         body()
         status, code = "FINISHED", 0
-    except Terminated:
-        status, code = "KILLED", 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        status, code = "KILLED", 128 + signal.SIGINT
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated) or signal.SIGTERM in stopped_by
+        status, code = "KILLED", 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as error:  # any failure of the launcher ends the sweep, in one line
         print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -1,5 +1,9 @@
-"""Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders."""
+"""Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders,
+a real PostgreSQL, a real `make server`."""
 
+import os
+import signal
+import subprocess
 import tempfile
 
 import pytest
@@ -7,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
 from pipeline import config
-from tests.helpers import CONF
+from tests.helpers import CONF, ROOT, fetch, free_port
 
 config.register()
 
@@ -50,3 +54,36 @@ def postgres():
         yield new_database
     finally:
         server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """The server's store: SQLite in tmp_path, or a new database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+    return request.getfixturevalue("postgres")(f"server_{tmp_path.name.lower()[-40:]}")
+
+
+@pytest.fixture
+def server(tmp_path, backend):
+    """``make server`` on a free port with its store ``backend``; yields its base URL, port and
+    log (the server's stderr)."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
+             f"BACKEND_URI={backend}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        first_line = process.stdout.readline()  # printed once the server answers
+        assert first_line.startswith(f"MLflow tracking server on {base}"), log.read_text()
+        ui = f"{base}/#/experiments?workflowType=machine_learning"
+        assert ui in process.stdout.readline()
+        assert fetch(f"{base}/health", timeout=10) == b"OK"
+        yield base, port, log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)

@@ -5,50 +5,15 @@ server's REST API; on PostgreSQL also a killed sweep resumed, and 8 processes wr
 import collections
 import json
 import os
-import signal
-import subprocess
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import ROOT, fetch, free_port, parents_and_children, run_cli
+from tests.helpers import fetch, parents_and_children, run_cli
 from tests.test_sweep_survives import start, started, statuses, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path):
-    """The server's store: SQLite in tmp_path, or a new database on a real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
-    return request.getfixturevalue("postgres")(f"server_{tmp_path.name.lower()[-40:]}")
-
-
-@pytest.fixture
-def server(tmp_path, backend):
-    """``make server`` on a free port with its store ``backend``; yields its base URL, port and
-    log (the server's stderr)."""
-    port = free_port()
-    log = tmp_path / "server.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
-             f"BACKEND_URI={backend}"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        first_line = process.stdout.readline()  # printed once the server answers
-        assert first_line.startswith(f"MLflow tracking server on {base}"), log.read_text()
-        ui = f"{base}/#/experiments?workflowType=machine_learning"
-        assert ui in process.stdout.readline()
-        assert fetch(f"{base}/health", timeout=10) == b"OK"
-        yield base, port, log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def api(base, path, body=None):
