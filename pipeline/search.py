@@ -65,11 +65,11 @@ from pipeline.errors import InputError, fail
 from pipeline.job import Outcome, run_job, run_name
 from pipeline.train import (
     CONF,
+    catch_stops,
     first_line,
-    handle_stop_signals,
+    raise_if_stopped,
     run_to_end,
     split_overrides,
-    stop_once,
 )
 from pipeline.training import Point, Stop
 
@@ -312,7 +312,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
         tags=tags,
         parent_run_id=launch.parent.run_id,
         experiment_id=launch.parent.experiment_id,
-        listeners=[Pruning(trial, pruner_name)],
+        listeners=[Pruning(trial, pruner_name), raise_if_stopped],
     )
     trial.set_user_attr(RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
@@ -334,7 +334,7 @@ def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
 def work(launch: Launch, n_trials: int, worker: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
     process.tune_for_jobs()  # a worker process's own settings, as a sweep's
-    handle_stop_signals(stop_once)
+    catch_stops()
     # one line per trial (progress_line): the job's own log lines and Optuna's stay quiet
     for name in ("pipeline.training", "pipeline.job"):
         logging.getLogger(name).addHandler(logging.NullHandler())
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. search.n_trials=20")
     args = parser.parse_args(argv)
-    handle_stop_signals(stop_once)
+    catch_stops()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what it does
     try:
         launch = prepare(args.overrides, args.resume)

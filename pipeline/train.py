@@ -60,17 +60,42 @@ def handle_stop_signals(handler) -> None:
 
 def stop_once(signum: int, frame) -> None:
     """The first SIGINT or SIGTERM ends the job as Ctrl-C does; those after it are ignored,
-    so that the job's points and status reach the store whole."""
+    so that the job's points and status reach the store whole, and the process starts no
+    other job (a pool may hand it one before the launcher stops)."""
     handle_stop_signals(signal.SIG_IGN)
+    workers.stopped.append(signum)
     raise interruption(signum)
+
+
+def catch_stops() -> None:
+    """SIGINT and SIGTERM end this process's job once (``stop_once``)."""
+    handle_stop_signals(stop_once)
+    sys.unraisablehook = quiet_swallowed_stop
+
+
+def quiet_swallowed_stop(unraisable) -> None:
+    """Python's hook for an exception it cannot raise (in a garbage collector's callback):
+    the stop's KeyboardInterrupt, which ``raise_if_stopped`` raises again, is no error."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def raise_if_stopped(point) -> None:
+    """A training listener: a stop whose KeyboardInterrupt Python swallowed (raised inside a
+    garbage collector's callback, where exceptions are ignored) ends the job at its next
+    logged point."""
+    if workers.stopped:
+        raise interruption(workers.stopped[0])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the job's selection accuracy (validation, or test without a validation part);
     None if it diverged."""
+    if workers.stopped:
+        return None  # this worker was stopped: its sweep is ending
     process.tune_for_jobs()  # also in a sweep's worker processes
-    handle_stop_signals(stop_once)
+    catch_stops()
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
@@ -78,7 +103,7 @@ def main(cfg: DictConfig) -> float | None:
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
         watch_launcher(parent)
-        if config.config_digest(cfg) in parent.done or len(_watching) > 1:
+        if config.config_digest(cfg) in parent.done or len(workers.watched) > 1:
             return None  # finished in an earlier attempt, or the launcher is gone
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
         # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
@@ -93,6 +118,7 @@ def main(cfg: DictConfig) -> float | None:
             tags=tags,
             parent_run_id=parent and parent.run_id,
             experiment_id=parent and parent.experiment_id,
+            listeners=[raise_if_stopped],
         )
     except config.ConfigError as error:
         if parent:  # a sweep's job: Hydra records it as failed
@@ -114,14 +140,14 @@ def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:
     Once per process. Workers on other machines (Slurm, Ray) have another parent process
     and are left alone.
     """
-    if os.getppid() != parent.launcher_pid or _watching:
+    if os.getppid() != parent.launcher_pid or workers.watched:
         return
-    _watching.append(parent)
+    workers.watched.append(parent)
 
     def watch() -> None:
         while os.getppid() == parent.launcher_pid:
             time.sleep(poll_seconds)
-        _watching.append("launcher died")  # main() starts no new job from now on
+        workers.watched.append("launcher died")  # main() starts no new job from now on
         time.sleep(1)  # a job that started just before has created its run by then
         try:
             sweep.abandon(parent, f"the sweep's launcher (pid {parent.launcher_pid}) died")
@@ -129,9 +155,6 @@ def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:
             os._exit(1)  # the job in flight goes with it: a resume runs it again
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
-
-
-_watching: list = []  # [the parent watched, then "launcher died" once it is gone]
 
 
 def parse(argv: list[str]):
@@ -386,7 +409,7 @@ def check_single(args) -> DictConfig | None:
 
 def cli(argv: list[str]) -> None:
     args, own, rest = parse(argv)
-    handle_stop_signals(stop_once)
+    catch_stops()
     try:
         if args.multirun and not (args.config_path or args.config_dir):
             sys.exit(run_sweep(args, own))

@@ -1,4 +1,4 @@
-"""The launcher's worker processes: which one died first, when a pool breaks.
+"""The launcher's worker processes: which one died first, when a pool breaks; their state.
 
 When one of joblib's loky workers dies (the kernel's out-of-memory killer, ``kill -9``),
 loky kills every other worker and the whole batch fails at once. To fail only the job of
@@ -15,6 +15,12 @@ import threading
 import time
 
 import psutil
+
+# A worker process's state across the jobs it runs. It lives here, not in pipeline.train: a
+# launcher pickles Hydra's job function by value (hydra.main wraps it), with a copy of the
+# globals it reads, so a list of pipeline.train read there would be new in every job.
+stopped: list[int] = []  # the signal that stopped this process's jobs, once one has
+watched: list = []  # [the launcher's parent run watched, then "launcher died" once it is gone]
 
 # loky's message names the workers' exit codes, e.g. "{SIGKILL(-9)}" or "{EXIT(1)}".
 KILLED_BY = re.compile(r"(SIG[A-Z]+)\(-(\d+)\)")
