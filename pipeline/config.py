@@ -86,7 +86,7 @@ class SearchConfig:
     n_trials: int = 30  # trials this process adds to the study (make search N=)
     workers: int = 2  # processes on this machine, each running one trial at a time
     pruner: str = "median"  # median, hyperband or none (PRUNERS)
-    startup_trials: int = 5  # the median pruner prunes once this many trials have finished
+    startup_trials: int = 3  # the median pruner prunes once this many trials have finished
     study: str | None = None  # a study to create or join; None: a new one, the parent's name
     storage: str | None = None  # the study's database URL; None: optuna.db beside the store
 
