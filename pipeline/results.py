@@ -5,6 +5,7 @@ This module only reads; what a sweep writes on its parent run is ``pipeline.swee
 
 import functools
 import json
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -67,12 +68,23 @@ def recorded_jobs(client: MlflowClient, run: Run) -> dict:
         return json.loads(Path(path).read_text())
 
 
-def launcher_alive(parent: Run) -> bool | None:
-    """Whether the sweep's launching process still runs; None if it ran on another host."""
-    host, _, pid = parent.data.tags.get(LAUNCHER_TAG, "").rpartition(":")
+def launcher_id() -> str:
+    """This process as the launcher of a sweep's or a search's jobs: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(launcher: str) -> bool | None:
+    """Whether the process ``launcher`` (``host:pid``) still runs; None if it runs on another
+    host (or is not such an id)."""
+    host, _, pid = launcher.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None
     return psutil.pid_exists(int(pid))
+
+
+def launcher_alive(parent: Run) -> bool | None:
+    """Whether the sweep's launching process still runs; None if it ran on another host."""
+    return process_alive(parent.data.tags.get(LAUNCHER_TAG, ""))
 
 
 def unfinished(client: MlflowClient, parent: Run) -> str | None:

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import socket
 import sqlite3
 import sys
 import time
@@ -42,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import psutil
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -364,10 +362,6 @@ def run_workers(launch: Launch) -> None:
 # -- the launching process -------------------------------------------------------------------
 
 
-def launcher_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def others_working(study: optuna.Study, me: str) -> list[str]:
     """The other processes registered as working on the study (host:pid), but those of this
     host that are gone (killed); a process on another host is taken at its word."""
@@ -376,8 +370,7 @@ def others_working(study: optuna.Study, me: str) -> list[str]:
         who = key.removeprefix(LAUNCHER_ATTR)
         if not key.startswith(LAUNCHER_ATTR) or state != "running" or who == me:
             continue
-        host, _, pid = who.rpartition(":")
-        if host != socket.gethostname() or psutil.pid_exists(int(pid)):
+        if results.process_alive(who) is not False:  # on another host: taken at its word
             others.append(who)
     return others
 
@@ -433,8 +426,9 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             cfg, space, plain = compose_search(config_name, [*recorded, *own])
             parent = join(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
-    salt = zlib.crc32(launcher_id().encode()) if others_working(study, launcher_id()) else 0
-    return Launch(config_name, plain, space, url, study.study_name, parent, launcher_id(),
+    me = results.launcher_id()
+    salt = zlib.crc32(me.encode()) if others_working(study, me) else 0
+    return Launch(config_name, plain, space, url, study.study_name, parent, me,
                   cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before, salt)  # fmt: skip
 
 
@@ -480,7 +474,7 @@ def create(
         params = {f"sweep.{key}": text for key, text in space.items()}
         tags = {results.STUDY_TAG: name, STORAGE_TAG: hidden_password(url)}
         run_id = sweep.start_parent(client, experiment, name, task, swept(space), params, tags)
-        study.set_user_attr(LAUNCHER_ATTR + launcher_id(), "running")
+        study.set_user_attr(LAUNCHER_ATTR + results.launcher_id(), "running")
         study.set_user_attr(OVERRIDES_ATTR, [o for o in task if o not in own])
         study.set_user_attr(PARENT_ATTR, run_id)  # last: what a joining process waits for
     except BaseException:
@@ -515,7 +509,7 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
     """The study's parent ``run_id``, this process working on it. With no other process
     working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
     (KILLED, FAIL)."""
-    me = launcher_id()
+    me = results.launcher_id()
     study.set_user_attr(LAUNCHER_ATTR + me, "running")  # first: no one reopens under our feet
     try:
         run = client.get_run(run_id)

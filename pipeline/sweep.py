@@ -15,7 +15,6 @@ import copy
 import functools
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -196,7 +195,7 @@ def start_parent(
 
 def launcher_tag() -> dict[str, str]:
     """Which process launches the sweep's jobs: a report can tell whether it still runs."""
-    return {results.LAUNCHER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    return {results.LAUNCHER_TAG: results.launcher_id()}
 
 
 def _write_json(value, path: Path) -> None:
