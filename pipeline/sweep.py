@@ -11,7 +11,6 @@ makes, reopens and ends its parent with the same functions (``start_parent``, ``
 ``finish``).
 """
 
-import copy
 import functools
 import json
 import os
@@ -23,13 +22,13 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline import plots, results, tracking
+from pipeline import hydra_once, plots, results, tracking
 from pipeline.config import config_digest, validate
 from pipeline.errors import InputError
 from pipeline.job import Outcome, run_name
@@ -140,13 +139,9 @@ def swept_values(jobs: list[list[str]]) -> str:
 def job_config(config_name: str, overrides: list[str]) -> DictConfig:
     """The job's composed config. Hydra composes once per choice of config groups (~0.1 s);
     the values (``model.depth=2``) are then set on a copy."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    values = [o for o in parsed if "." in o.key_or_group and o.type == OverrideType.CHANGE]
-    groups = tuple(o.input_line for o in parsed if o not in values)
-    cfg = copy.deepcopy(_compose_groups(config_name, groups))
-    for override in values:
-        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
-    return cfg
+    loader = GlobalHydra.instance().config_loader()
+    _, groups, values = hydra_once.split_values(loader, overrides)
+    return hydra_once.set_values(_compose_groups(config_name, groups), values)
 
 
 @functools.lru_cache(maxsize=64)

@@ -28,12 +28,11 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from pipeline import config, process, results, sweep, tracking, workers
+from pipeline import config, hydra_once, process, results, sweep, tracking, workers
 from pipeline.errors import InputError, fail
 
 config.register()
@@ -95,6 +94,7 @@ def main(cfg: DictConfig) -> float | None:
     if workers.stopped:
         return None  # this worker was stopped: its sweep is ending
     process.tune_for_jobs()  # also in a sweep's worker processes
+    hydra_once.reuse_in_this_process()  # for this worker's next jobs
     catch_stops()
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
@@ -244,20 +244,11 @@ def run_sweep(args, own: dict) -> int:
         print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
               f"parent run {parent.run_id}", flush=True)  # fmt: skip
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
-    skip_hydra_job_check()
+    hydra_once.skip_job_check()
+    hydra_once.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
     if warming:
         warming.join()
     return launch(parent, hydra_argv)
-
-
-def skip_hydra_job_check() -> None:
-    """Hydra's basic sweeper composes every job once more before launching it, only to check
-    that it composes (about 0.1 s a job): plan() has composed and validated every job already.
-
-    Set on the base class: Hydra's plugin scan executes the basic sweeper's module again,
-    so a class imported from it beforehand is not the one Hydra instantiates.
-    """
-    Sweeper.validate_batch_is_legal = lambda self, batch: None
 
 
 def warm_workers(launcher: DictConfig) -> threading.Thread | None:
@@ -329,6 +320,8 @@ def import_job_modules() -> None:
 
     import pipeline.job
     import pipeline.train  # noqa: F401
+
+    hydra_once.reuse_in_this_process()
 
 
 def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:

@@ -4,10 +4,15 @@ import re
 from itertools import pairwise
 
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 
+from pipeline import hydra_once
 from pipeline.config import (
     PRUNERS,
     ConfigError,
@@ -55,6 +60,29 @@ def test_the_default_grid_is_every_combination(compose_config):
     assert len(jobs) == 2 * 3 * 3  # the command line's values replace the file's
     assert jobs[0] == ["model.depth=1", "model.width=64", "train.learning_rate=0.01",
                        "sweep=default"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command_line",
+    [[f"sweep={s}"] for s in options("sweep") if s != "search"]
+    + [["dataset=moons,digits", "model.depth=0,1", "+model.extra=1,{a: 2}", "~seed"]],
+)
+def test_a_sweeps_job_configs_are_hydras_though_composed_once(command_line):
+    """Hydra's launchers compose every job's config again in the worker; hydra_once composes
+    once per set of group choices and sets the values. Both give the same config, Hydra's
+    own node included (the overrides, the output folder's name)."""
+    hydra_once._composed.clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", command_line, RunMode.MULTIRUN)
+        jobs = planned_jobs(master.hydra.sweeper, [o for o in command_line if "sweep=" not in o])
+        for job in jobs:
+            ours = hydra_once.load_sweep_config(loader, master, job)
+            hydras = hydra_once.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
+            assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras), job
+            assert ours.hydra.overrides.task == job
+    groups = {key[2] for key in hydra_once._composed}
+    assert len(groups) == len({tuple(o for o in job if "dataset" in o) for job in jobs})
 
 
 def test_the_search_space_is_checked_at_its_corners(compose_config):
@@ -251,10 +279,8 @@ def test_hydra_does_not_compose_a_planned_grid_a_second_time(monkeypatch):
     from hydra.core.plugins import Plugins
     from hydra.plugins.sweeper import Sweeper
 
-    from pipeline.train import skip_hydra_job_check
-
     monkeypatch.setattr(Sweeper, "validate_batch_is_legal", Sweeper.validate_batch_is_legal)
-    skip_hydra_job_check()
+    hydra_once.skip_job_check()
     Plugins.instance()._initialize()  # the scan executes the basic sweeper's module again
     classes = Plugins.instance().class_name_to_class
     sweeper = classes["hydra._internal.core_plugins.basic_sweeper.BasicSweeper"](None)

@@ -1,0 +1,113 @@
+"""Hydra's work that a sweep repeats for every job, done once.
+
+For every job, Hydra's launchers (joblib's, submitit's, Ray's) run ``execute_job`` in the
+worker: ``Singleton.set_state`` (which scans every installed plugin again, about 35 ms),
+then ``load_sweep_config``: a full compose from the defaults list, reading and merging
+every config file again (about 0.1 s). Jobs of a grid differ in values only, not in their
+defaults list, so:
+
+  - ``load_sweep_config`` here composes once per worker for each set of the jobs' group
+    choices (``dataset=digits``) and then sets each job's values on a copy, with Hydra's own
+    override functions, as Hydra's compose does after its defaults list;
+  - ``set_state`` keeps the worker's plugins, scanned already: installed plugins do not
+    change while a sweep runs.
+
+Both are installed by ``reuse_in_this_process``; a process without them runs Hydra's own
+steps, with the same result (tests/test_config.py compares every job's config with Hydra's).
+"""
+
+import copy
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+HYDRA_LOAD_SWEEP_CONFIG = ConfigLoaderImpl.load_sweep_config
+HYDRA_SET_STATE = Singleton.set_state
+MAX_COMPOSED = 16  # sets of group choices kept per process
+
+_composed: dict[tuple, DictConfig] = {}  # (config, hydra's overrides, groups) -> composed
+
+
+def skip_job_check() -> None:
+    """Hydra's basic sweeper composes every job once more before launching it, only to check
+    that it composes (about 0.1 s a job): ``sweep.plan`` has composed and validated every job.
+
+    Set on the base class: Hydra's plugin scan executes the basic sweeper's module again,
+    so a class imported from it beforehand is not the one Hydra instantiates.
+    """
+    Sweeper.validate_batch_is_legal = lambda self, batch: None
+
+
+def reuse_in_this_process() -> None:
+    """From now on, this process composes a job's config once per set of group choices and
+    keeps its scanned plugins across jobs. Idempotent."""
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config
+    Singleton.set_state = staticmethod(set_state_keeping_plugins)
+
+
+def set_state_keeping_plugins(state: dict) -> None:
+    """Hydra's ``Singleton.set_state``, without scanning the plugins again when this process
+    has scanned them: the state a launcher sends leaves them out."""
+    plugins = Singleton._instances.get(Plugins)
+    if plugins is not None:
+        state["instances"].setdefault(Plugins, plugins)
+    HYDRA_SET_STATE(state)
+
+
+def is_value_override(loader: ConfigLoaderImpl, override: Override) -> bool:
+    """An override that sets a config value, which Hydra applies after composing the
+    defaults list (``hydra._internal.defaults_list.Overrides``): not a group, not Hydra's."""
+    if override.is_hydra_override() or override.package is not None:
+        return False
+    return isinstance(override.value(), dict) or not loader.repository.group_exists(
+        override.key_or_group
+    )
+
+
+def split_values(
+    loader: ConfigLoaderImpl, overrides: list[str]
+) -> tuple[list[Override], tuple[str, ...], list[Override]]:
+    """(every override parsed, the lines of those that shape the defaults list, the value
+    overrides): configs that differ only in values compose from the same defaults list."""
+    parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+    is_value = [is_value_override(loader, o) for o in parsed]
+    values = [o for o, value in zip(parsed, is_value, strict=True) if value]
+    others = tuple(o.input_line for o, value in zip(parsed, is_value, strict=True) if not value)
+    return parsed, others, values
+
+
+def set_values(cfg: DictConfig, values: list[Override]) -> DictConfig:
+    """A copy of ``cfg`` with the value overrides set, as Hydra sets them after composing."""
+    cfg = copy.deepcopy(cfg)
+    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    return cfg
+
+
+def load_sweep_config(
+    self: ConfigLoaderImpl, master_config: DictConfig, sweep_overrides: list[str]
+) -> DictConfig:
+    """``ConfigLoaderImpl.load_sweep_config``, composed once per set of the jobs' other
+    overrides; each job's values are then set on a copy, as Hydra sets them."""
+    parsed, others, values = split_values(self, sweep_overrides)
+    key = (master_config.hydra.job.config_name, tuple(master_config.hydra.overrides.hydra), others)
+    if key not in _composed:
+        if len(_composed) >= MAX_COMPOSED:
+            _composed.clear()
+        _composed[key] = HYDRA_LOAD_SWEEP_CONFIG(self, master_config, list(others))
+    cfg = set_values(_composed[key], values)
+    task = [o for o in parsed if not o.is_hydra_override()]
+    cfg.hydra.overrides.task = [o.input_line for o in task]
+    dirname = cfg.hydra.job.config.override_dirname
+    cfg.hydra.job.override_dirname = get_overrides_dirname(
+        overrides=task,
+        kv_sep=dirname.kv_sep,
+        item_sep=dirname.item_sep,
+        exclude_keys=dirname.exclude_keys,
+    )
+    OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+    return cfg
