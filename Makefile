@@ -1,6 +1,7 @@
 # backprop-lab: every target builds .venv first, so a fresh clone needs only python3 and make.
 PYTHON ?= python3
 VENV   := .venv
+EXTRAS := dev
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
@@ -25,7 +26,7 @@ help:  ## list the targets
 $(VENV): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $(VENV)
 
 install: $(VENV)  ## create .venv and install the project with its dev tools
@@ -59,14 +60,15 @@ report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent r
 	$(PY) -m pipeline.report $(ARGS)
 
 test: $(VENV)  ## run the whole test suite
-	$(PY) -m pytest
+	$(PY) -m pytest $(TESTS)
 
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
 
-test-ray: $(VENV)  ## install the ray extra into .venv, then sweeps on a local Ray cluster (tests/test_ray.py)
-	$(PY) -m pip install --quiet -e '.[ray]'
-	$(PY) -m pytest tests/test_ray.py
+# The ray extra pins older joblib and cloudpickle, so it gets a venv of its own (.venv-ray):
+# .venv keeps the releases users of the default launcher get.
+test-ray:  ## sweeps on a local Ray cluster (tests/test_ray.py), in .venv-ray with the ray extra
+	$(MAKE) test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py
 
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
@@ -86,4 +88,4 @@ bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_search.py
 
 clean:  ## remove the venv, caches and Hydra outputs (keeps mlruns/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache outputs multirun *.egg-info
+	rm -rf $(VENV) .venv-ray .pytest_cache .ruff_cache outputs multirun *.egg-info
