@@ -68,7 +68,7 @@ test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on 
 # The ray extra pins older joblib and cloudpickle, so it gets a venv of its own (.venv-ray):
 # .venv keeps the releases users of the default launcher get.
 test-ray:  ## sweeps on a local Ray cluster (tests/test_ray.py), in .venv-ray with the ray extra
-	$(MAKE) test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py
+	$(MAKE) --no-print-directory test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py
 
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
