@@ -146,11 +146,20 @@ class ConfigError(ValueError):
 HYDRA_NOISE = ("full_key:", "reference_type=", "object_type=", "Set the environment variable")
 
 
+# Hydra's launcher plugins that come with one of our optional extras (pyproject.toml): the
+# plugin's config -> the extra. conf/hydra/launcher/ray_cluster.yaml extends `ray`, slurm.yaml
+# extends `submitit_slurm`.
+LAUNCHER_EXTRAS = {"ray": "ray", "submitit_local": "cluster", "submitit_slurm": "cluster"}
+
+
 def error_line(error: Exception) -> str:
     """One line that names the key and the value, for a ConfigError or for Hydra's and
     OmegaConf's several-line errors (unknown key or option, wrong type, bad syntax)."""
+    group, _, option = str(getattr(error, "missing_cfg_file", "")).rpartition("/")
+    if group == "hydra/launcher" and option in LAUNCHER_EXTRAS:
+        extra = LAUNCHER_EXTRAS[option]
+        return f"hydra/launcher={option} is not installed: pip install -e '.[{extra}]'"
     if isinstance(error, MissingConfigException) and error.options:
-        group, _, option = str(error.missing_cfg_file).rpartition("/")
         return f"{group}={option} is invalid: known options: {', '.join(error.options)}"
     if isinstance(error, OverrideParseException):
         return f"{error.override} is invalid: {error.message.splitlines()[0]}"

@@ -1,5 +1,6 @@
 """The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -63,6 +64,18 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
 def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
     uri, _ = store
     done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, sweep, cwd=tmp_path)
+    assert_refused_in_one_line(done, message, tmp_path)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
+    reason="the ray extra is installed (.venv-ray)",
+)
+def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path):
+    uri, _ = store
+    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK,
+                   "hydra/launcher=ray_cluster", "model.depth=1,2", cwd=tmp_path)  # fmt: skip
+    message = "error: hydra/launcher=ray is not installed: pip install -e '.[ray]'"
     assert_refused_in_one_line(done, message, tmp_path)
 
 
