@@ -24,6 +24,7 @@ process on the study registers itself there; the last one to stop ends the paren
 """
 
 import argparse
+import contextlib
 import itertools
 import logging
 import math
@@ -58,7 +59,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from pipeline import config, process, results, sweep, tracking
+from pipeline import config, process, results, sweep, tracking, workers
 from pipeline.errors import InputError, fail
 from pipeline.job import Outcome, run_job, run_name
 from pipeline.train import (
@@ -68,6 +69,7 @@ from pipeline.train import (
     raise_if_stopped,
     run_to_end,
     split_overrides,
+    watch_launcher,
 )
 from pipeline.training import Point, Stop
 
@@ -269,6 +271,8 @@ class Pruning:
         self.trial, self.pruner_name = trial, pruner_name
 
     def __call__(self, point: Point) -> Stop | None:
+        if workers.launcher_died():  # the trial is being ended FAIL (abandon): nothing to tell
+            return None
         curve = "val_cost" if "val_cost" in point.costs else "test_cost"
         cost = point.costs[curve]
         if not math.isfinite(cost):  # the loop stops a diverging run itself
@@ -333,6 +337,7 @@ def work(launch: Launch, n_trials: int, worker: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
     process.tune_for_jobs()  # a worker process's own settings, as a sweep's
     catch_stops()
+    watch_launcher(launch.parent, partial(abandon, launch))
     # one line per trial (progress_line): the job's own log lines and Optuna's stay quiet
     for name in ("pipeline.training", "pipeline.job"):
         logging.getLogger(name).addHandler(logging.NullHandler())
@@ -524,18 +529,9 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
 
 
 def stop(launch: Launch, status: str, seconds: float) -> None:
-    """This process's part ends: its runs still RUNNING end KILLED and its trials FAIL (its
-    workers were stopped); the parent ends ``status`` with the last process on the study."""
-    client = tracking.connect(launch.parent.tracking_uri)
-    study = load(open_storage(launch.storage), launch.study)
-    study.set_user_attr(LAUNCHER_ATTR + launch.launcher, "done")
-    why = "its search process stopped before the trial ended"
-    for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
-        if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
-            tracking.end_killed(client, run.info.run_id, why)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(PROCESS_ATTR) == launch.launcher:
-            study.tell(trial.number, state=TrialState.FAIL)
+    """This process's part ends (``end_part``); the parent ends ``status`` with the last
+    process on the study."""
+    study = end_part(launch, "its search process stopped before the trial ended")
     others = others_working(study, launch.launcher)
     if others:
         print(f"this process's trials ended ({status.lower()}); the search goes on in "
@@ -543,6 +539,31 @@ def stop(launch: Launch, status: str, seconds: float) -> None:
     else:
         sweep.finish(launch.parent, status, seconds)
     print(study_line(study, launch.storage), flush=True)
+
+
+def abandon(launch: Launch, why: str) -> None:
+    """In a worker whose launcher died (kill -9): the launcher's part ends (``end_part``),
+    and the parent ends KILLED unless another process works on the study."""
+    study = end_part(launch, why)
+    if not others_working(study, launch.launcher):
+        sweep.abandon(launch.parent, why)
+
+
+def end_part(launch: Launch, why: str) -> optuna.Study:
+    """The launching process's runs still RUNNING end KILLED, tagged ``why``, and its trials
+    FAIL (its workers were stopped); the study, with this process marked done."""
+    client = tracking.connect(launch.parent.tracking_uri)
+    study = load(open_storage(launch.storage), launch.study)
+    study.set_user_attr(LAUNCHER_ATTR + launch.launcher, "done")
+    for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
+        if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
+            tracking.end_killed(client, run.info.run_id, why)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(PROCESS_ATTR) == launch.launcher:
+            # another of the process's workers may have told it already
+            with contextlib.suppress(ValueError, RuntimeError):
+                study.tell(trial.number, state=TrialState.FAIL)
+    return study
 
 
 def study_line(study: optuna.Study, url: str) -> str:

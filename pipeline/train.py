@@ -103,7 +103,7 @@ def main(cfg: DictConfig) -> float | None:
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
         watch_launcher(parent)
-        if config.config_digest(cfg) in parent.done or len(workers.watched) > 1:
+        if config.config_digest(cfg) in parent.done or workers.launcher_died():
             return None  # finished in an earlier attempt, or the launcher is gone
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
         # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
@@ -133,9 +133,14 @@ def main(cfg: DictConfig) -> float | None:
     return outcome.result.selection_accuracy if outcome.status == "FINISHED" else None
 
 
-def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:
+def watch_launcher(
+    parent: sweep.Parent,
+    abandon: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> None:
     """In a worker process the launcher started itself (joblib's): once the launcher is gone
-    (killed with -9), end the sweep's runs still RUNNING as KILLED, saying why, and exit.
+    (killed with -9), ``abandon(why)`` (by default: the sweep's runs still RUNNING end
+    KILLED, saying why), and exit.
 
     Once per process. Workers on other machines (Slurm, Ray) have another parent process
     and are left alone.
@@ -143,14 +148,15 @@ def watch_launcher(parent: sweep.Parent, poll_seconds: float = 1.0) -> None:
     if os.getppid() != parent.launcher_pid or workers.watched:
         return
     workers.watched.append(parent)
+    abandon = abandon or partial(sweep.abandon, parent)
 
     def watch() -> None:
         while os.getppid() == parent.launcher_pid:
             time.sleep(poll_seconds)
-        workers.watched.append("launcher died")  # main() starts no new job from now on
+        workers.watched.append(workers.LAUNCHER_DIED)  # main() starts no new job from now on
         time.sleep(1)  # a job that started just before has created its run by then
         try:
-            sweep.abandon(parent, f"the sweep's launcher (pid {parent.launcher_pid}) died")
+            abandon(f"the sweep's launcher (pid {parent.launcher_pid}) died")
         finally:
             os._exit(1)  # the job in flight goes with it: a resume runs it again
 

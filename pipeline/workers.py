@@ -20,7 +20,14 @@ import psutil
 # launcher pickles Hydra's job function by value (hydra.main wraps it), with a copy of the
 # globals it reads, so a list of pipeline.train read there would be new in every job.
 stopped: list[int] = []  # the signal that stopped this process's jobs, once one has
-watched: list = []  # [the launcher's parent run watched, then "launcher died" once it is gone]
+watched: list = []  # [the launcher's parent run watched, then LAUNCHER_DIED once it is gone]
+LAUNCHER_DIED = "launcher died"
+
+
+def launcher_died() -> bool:
+    """Whether this worker's launcher is gone: its jobs are being ended (train.watch_launcher)."""
+    return LAUNCHER_DIED in watched
+
 
 # loky's message names the workers' exit codes, e.g. "{SIGKILL(-9)}" or "{EXIT(1)}".
 KILLED_BY = re.compile(r"(SIG[A-Z]+)\(-(\d+)\)")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import optuna
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -150,16 +151,22 @@ def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
     assert sorted(by_process.values()) == [3, 3]
 
 
-def test_sigterm_ends_the_search_killed_and_leaves_nothing_running(store, tmp_path):
-    uri, client = store
+def search_in_flight(uri, client, tmp_path) -> subprocess.Popen:
+    """A search of two workers with long trials, once both workers' trials are running."""
     long_trials = ["train.iterations=20000", "train.log_every=1000", "search.workers=2"]
     with open(tmp_path / "out.txt", "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", *command(uri, *long_trials)],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    wait_for(lambda: "parent run" in (tmp_path / "out.txt").read_text())
-    wait_for(lambda: statuses(client())["RUNNING"] >= 2)  # both workers' trials in flight
+    wait_for(lambda: "parent run" in (tmp_path / "out.txt").read_text())  # the store exists
+    wait_for(lambda: statuses(client())["RUNNING"] >= 2)
+    return process
+
+
+def test_sigterm_ends_the_search_killed_and_leaves_nothing_running(store, tmp_path):
+    uri, client = store
+    process = search_in_flight(uri, client, tmp_path)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     (parent,) = parents_and_children(client())[0]
@@ -167,6 +174,22 @@ def test_sigterm_ends_the_search_killed_and_leaves_nothing_running(store, tmp_pa
     assert "Traceback" not in (tmp_path / "out.txt").read_text()
     assert not statuses(client())["RUNNING"] and statuses(client())["KILLED"] >= 2
     assert "RUNNING" not in states(study_of(uri, parent))  # ended FAIL, not left running
+
+
+def test_kill_9_of_the_launcher_leaves_nothing_running(store, tmp_path):
+    """Its workers see the launcher gone, end its runs KILLED, its trials FAIL and the parent
+    KILLED (no other process works on the study), then exit: nothing trains on."""
+    uri, client = store
+    process = search_in_flight(uri, client, tmp_path)
+    workers = psutil.Process(process.pid).children()
+    process.kill()
+    process.wait()
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(w.is_running() for w in workers)
+    (parent,) = parents_and_children(client())[0]
+    assert parent.info.status == "KILLED" and "died" in parent.data.tags["killed_reason"]
+    assert not statuses(client())["RUNNING"] and statuses(client())["KILLED"] >= 2
+    assert "RUNNING" not in states(study_of(uri, parent))
 
 
 @pytest.mark.parametrize(
