@@ -5,6 +5,7 @@ Hydra entry point (``pipeline.train``) and, with a recorded config, by reproduct
 """
 
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from functools import partial
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from pipeline import data as datasets
 from pipeline import plots, tracking
@@ -38,6 +39,13 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.model.activation != ModelConfig.activation:
         name += f"-{cfg.model.activation}"
     return name
+
+
+@functools.cache
+def blas_libraries() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process, looked up once (about 5 ms, at each
+    ``threadpool_limits``): numpy, imported above, has loaded its own."""
+    return ThreadpoolController()
 
 
 def run_job(
@@ -82,7 +90,7 @@ def run_job(
         if cfg.train.patience:
             own.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
         try:
-            with threadpool_limits(limits=cfg.train.blas_threads, user_api="blas"):
+            with blas_libraries().limit(limits=cfg.train.blas_threads, user_api="blas"):
                 result = train(
                     data,
                     dims,
