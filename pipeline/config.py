@@ -72,7 +72,7 @@ class TrackingConfig:
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
 
 
-PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/search.py
+PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/studies.py
 
 
 @dataclass

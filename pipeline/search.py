@@ -21,51 +21,38 @@ store), named after the parent run or ``search.study``. It records its parent's 
 the command line's overrides, so that a process joining it (the same ``search.study``) or
 resuming it (``--resume``) adds trials to the same parent, with the same config. Each
 process on the study registers itself there; the last one to stop ends the parent.
+
+The space is ``pipeline.search_space``'s, the study's storage and pruner ``pipeline.studies``'s.
 """
 
 import argparse
 import contextlib
-import itertools
 import logging
 import math
 import os
-import re
-import sqlite3
 import sys
 import time
-import warnings
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import optuna
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
 
-from pipeline import config, process, results, sweep, tracking, workers
+from pipeline import config, process, results, search_space, studies, sweep, tracking, workers
 from pipeline.errors import InputError, fail
 from pipeline.job import Outcome, run_job, run_name
 from pipeline.train import (
     CONF,
     catch_stops,
-    first_line,
     raise_if_stopped,
     run_to_end,
     split_overrides,
@@ -73,14 +60,8 @@ from pipeline.train import (
 )
 from pipeline.training import Point, Stop
 
-PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attrs: its parent run,
-OVERRIDES_ATTR = "overrides"  # the command line's overrides its trials are composed with,
-LAUNCHER_ATTR = "launcher "  # and, per process working on it (host:pid), running or done
-RUN_ATTR = "mlflow_run_id"  # a trial's user attrs: its run,
-PROCESS_ATTR = "launcher"  # and the process (host:pid) that runs it
 TRIAL_TAG = "optuna_trial"  # a trial's run: its number in the study
 STORAGE_TAG = "optuna_storage"  # a search's parent: the study's storage (password hidden)
-HEARTBEAT_SECONDS = 10  # a trial whose process died ends FAIL after twice this, at the next trial
 JOIN_SECONDS = 60.0  # how long a joining process waits for the study's creator to make its parent
 
 
@@ -100,163 +81,6 @@ class Launch:
     seed: int  # the config's seed: each worker's sampler seed derives from it
     n_before: int  # the study's trials before this launch
     salt: int = 0  # for processes sharing the study: their samplers are seeded apart
-
-
-# -- the space ---------------------------------------------------------------------------------
-
-
-def split_space(space: Mapping[str, str], task: list[str]) -> tuple[dict[str, str], list[str]]:
-    """(the space, the plain overrides) of the configured space and the command line's task
-    overrides: a sweep override (``model.depth=range(1,3)``) sets or replaces a dimension, a
-    plain override of a key in the space (``model.depth=2``) fixes it."""
-    space = dict(space)
-    plain = []
-    for override in OverridesParser.create().parse_overrides(task):
-        key = override.key_or_group
-        if override.is_sweep_override():
-            space[key] = override.input_line.partition("=")[2]
-        else:
-            space.pop(key, None)
-            plain.append(override.input_line)
-    return space, plain
-
-
-def distributions(space: Mapping[str, str]) -> dict[str, BaseDistribution]:
-    """Optuna's distribution of each dimension; ConfigError for one that is not a sweep."""
-    parse = OverridesParser.create().parse_override
-    return {key: distribution(parse(f"{key}={text}")) for key, text in space.items()}
-
-
-def distribution(override) -> BaseDistribution:
-    """``range`` of integers: integers between its ends (step kept); ``choice``, a shuffled or
-    float ``range``: its values; ``interval``: floats, or integers with ``int(...)``; tag
-    ``log``: a log scale."""
-    key, value = override.key_or_group, override.value()
-    try:
-        if isinstance(value, ChoiceSweep):
-            return CategoricalDistribution(list(override.sweep_iterator()))
-        if isinstance(value, RangeSweep):
-            values = list(override.sweep_iterator())
-            if value.shuffle or not all(isinstance(v, int) for v in values):
-                return CategoricalDistribution(values)
-            return IntDistribution(values[0], values[-1], step=value.step)
-        if isinstance(value, IntervalSweep):
-            log = "log" in value.tags
-            if isinstance(value.start, int) and isinstance(value.end, int):
-                return IntDistribution(value.start, value.end, log=log)
-            return FloatDistribution(value.start, value.end, log=log)
-    except (ValueError, IndexError) as error:  # Optuna's check of the ends, an empty range
-        raise config.ConfigError(key, override.input_line.partition("=")[2], str(error)) from None
-    rule = "a search's dimension is range(...), choice(...) or interval(...)"
-    raise config.ConfigError(key, override.input_line.partition("=")[2], rule)
-
-
-def corners(space: Mapping[str, BaseDistribution]) -> list[list[str]]:
-    """Each corner of the space as overrides: both ends of every numeric dimension crossed
-    with every value of every categorical one."""
-    ends = {
-        key: d.choices if isinstance(d, CategoricalDistribution) else (d.low, d.high)
-        for key, d in space.items()
-    }
-    return [
-        [f"{key}={value}" for key, value in zip(ends, corner, strict=True)]
-        for corner in itertools.product(*ends.values())
-    ]
-
-
-def check_corners(config_name: str, overrides: list[str], space: dict) -> None:
-    """ConfigError (or Hydra's) for the first corner of the space whose config is invalid:
-    a trial's values lie between them. Needs Hydra's compose API initialised on conf/."""
-    for corner in corners(space):
-        config.validate(sweep.job_config(config_name, [*overrides, *corner]))
-
-
-def swept(space: Mapping[str, str]) -> str:
-    """What the search varies, e.g. ``model.depth in range(0, 5) x model.width in ...``."""
-    return " x ".join(f"{key} in {text}" for key, text in space.items())
-
-
-# -- the study -------------------------------------------------------------------------------
-
-
-def storage_url(configured: str | None, tracking_uri: str) -> str:
-    """``search.storage`` if set, else ``optuna.db`` beside a SQLite store (a file of its own:
-    MLflow's database is MLflow's), else in ``mlruns/``."""
-    if configured:
-        return configured
-    store = tracking.DEFAULT_STORE / "mlflow.db"
-    if tracking_uri.startswith(tracking.SQLITE):
-        store = Path(tracking_uri.removeprefix(tracking.SQLITE))
-    return tracking.SQLITE + str(store.resolve().parent / "optuna.db")
-
-
-def hidden_password(url: str) -> str:
-    """``url`` fit to print or record: its password, if any, as ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage on the database ``url``, its tables made if new; trials whose process
-    stops beating (killed) end FAIL. InputError, naming it, if it cannot be used."""
-    options = {}
-    if url.startswith(tracking.SQLITE):
-        database = Path(url.removeprefix(tracking.SQLITE))
-        database.parent.mkdir(parents=True, exist_ok=True)
-        options = {"creator": partial(sqlite_connection, database)}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=options, heartbeat_interval=HEARTBEAT_SECONDS
-            )
-    except Exception as error:  # SQLAlchemy's or the driver's: any means unusable
-        raise InputError(
-            f"the study storage {hidden_password(url)} cannot be used ({first_line(error)}): "
-            "give another database URL with search.storage="
-        ) from None
-
-
-def sqlite_connection(database: Path) -> sqlite3.Connection:
-    """A connection to the study's SQLite database in write-ahead-log mode, synced at its
-    checkpoints only: a trial reports at every logged point, and a commit synced to disk
-    each time costs more than the report (~20 ms against ~5 on a busy disk). A crash of the
-    process loses nothing; a power cut may lose the last reports. Writers take turns."""
-    connection = sqlite3.connect(database, timeout=60, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    return connection
-
-
-def load(storage: optuna.storages.RDBStorage, name: str, **kwargs) -> optuna.Study | None:
-    """The study ``name`` in ``storage``, or None if there is none."""
-    try:
-        return optuna.load_study(study_name=name, storage=storage, **kwargs)
-    except KeyError:
-        return None
-
-
-def pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    """The pruner ``search.pruner`` names, set for curves logged every train.log_every
-    iterations up to train.iterations (a step is an iteration)."""
-    iterations = cfg.train.iterations
-    if cfg.search.pruner == "median":  # below the median of earlier trials at the same point
-        # past the first fortieth: on digits, how trials rank there foretells their final
-        # accuracy nearly as well as later (rank correlation 0.79 at 1/100 of the
-        # iterations, 0.85 at 3/100, 0.89 from 1/10 on: benchmarks/README.md)
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=cfg.search.startup_trials, n_warmup_steps=iterations // 40
-        )
-    if cfg.search.pruner == "hyperband":  # successive halving from 1/20 of the iterations on
-        least = max(cfg.train.log_every, iterations // 20)
-        return optuna.pruners.HyperbandPruner(least, iterations, reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
-def sampler_seed(seed: int, n_before: int, worker: int, salt: int) -> int:
-    """A worker's sampler seed: from the config's, distinct per worker and per launch (a
-    resumed study's first trials would repeat the first launch's otherwise), and ``salt``
-    for a process that joined others on the study, which may have started at its moment."""
-    return int(np.random.SeedSequence([seed, n_before, worker, salt]).generate_state(1)[0])
 
 
 # -- a worker: trials one at a time ----------------------------------------------------------
@@ -283,23 +107,14 @@ class Pruning:
         return Stop(f"pruned by the {self.pruner_name} pruner: {curve} {cost:.4g}", pruned=True)
 
 
-def suggest(trial: optuna.Trial, key: str, d: BaseDistribution):
-    """The trial's value of dimension ``key``, sampled from ``d``."""
-    if isinstance(d, IntDistribution):
-        return trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
-    if isinstance(d, FloatDistribution):
-        return trial.suggest_float(key, d.low, d.high, log=d.log)
-    return trial.suggest_categorical(key, d.choices)
-
-
 def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial) -> float:
     """One trial: its values sampled, its config composed, its job run under the parent; the
     selection accuracy. A pruned trial raises TrialPruned; a diverged one returns NaN, which
     Optuna records as FAIL, so the sampler does not take it for a poor result."""
-    values = {key: suggest(trial, key, d) for key, d in space.items()}
+    values = {key: search_space.suggest(trial, key, d) for key, d in space.items()}
     overrides = [*launch.overrides, *(f"{key}={value}" for key, value in values.items())]
     cfg = sweep.job_config(launch.config_name, overrides)
-    trial.set_user_attr(PROCESS_ATTR, launch.launcher)  # its process, if it stops
+    trial.set_user_attr(studies.PROCESS_ATTR, launch.launcher)  # its process, if it stops
     tags = {
         "hydra.overrides": " ".join(overrides),
         "sweep_id": launch.parent.run_id,
@@ -316,7 +131,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
         experiment_id=launch.parent.experiment_id,
         listeners=[Pruning(trial, pruner_name), raise_if_stopped],
     )
-    trial.set_user_attr(RUN_ATTR, outcome.run_id)
+    trial.set_user_attr(studies.RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
     result = outcome.result
     if result.pruned_at is not None:
@@ -345,13 +160,15 @@ def work(launch: Launch, n_trials: int, worker: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = sweep.job_config(launch.config_name, launch.overrides)
-        seed = sampler_seed(launch.seed, launch.n_before, worker, launch.salt)
+        seed = studies.sampler_seed(launch.seed, launch.n_before, worker, launch.salt)
         # constant liar: a trial still running counts as a poor one, so that workers sampling
         # at the same time do not all propose the same region
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-        study = load(open_storage(launch.storage), launch.study, sampler=sampler,
-                     pruner=pruner(cfg))  # fmt: skip
-        run = partial(objective, launch, distributions(launch.space), cfg.search.pruner)
+        study = studies.load(studies.open_storage(launch.storage), launch.study, sampler=sampler,
+                     pruner=studies.pruner(cfg))  # fmt: skip
+        run = partial(
+            objective, launch, search_space.distributions(launch.space), cfg.search.pruner
+        )
         study.optimize(run, n_trials=n_trials)
 
 
@@ -367,19 +184,6 @@ def run_workers(launch: Launch) -> None:
 # -- the launching process -------------------------------------------------------------------
 
 
-def others_working(study: optuna.Study, me: str) -> list[str]:
-    """The other processes registered as working on the study (host:pid), but those of this
-    host that are gone (killed); a process on another host is taken at its word."""
-    others = []
-    for key, state in study.user_attrs.items():
-        who = key.removeprefix(LAUNCHER_ATTR)
-        if not key.startswith(LAUNCHER_ATTR) or state != "running" or who == me:
-            continue
-        if results.process_alive(who) is not False:  # on another host: taken at its word
-            others.append(who)
-    return others
-
-
 def compose_search(config_name: str, task: list[str]) -> tuple[DictConfig, dict, list[str]]:
     """(the config, the space, the plain overrides) of the command line's task overrides,
     with ``sweep=search`` unless another sweep is given; ConfigError (or Hydra's) if a value
@@ -390,13 +194,13 @@ def compose_search(config_name: str, task: list[str]) -> tuple[DictConfig, dict,
     plain = split_overrides(task)[1]
     cfg = compose(config_name, overrides=plain)
     config.validate(cfg)
-    space, plain = split_space(cfg.search.space, task)
+    space, plain = search_space.split_space(cfg.search.space, task)
     if not space:
         raise InputError(
             f"sweep={cfg.sweep_name} has no search space: give one in search.space or on the "
             "command line, e.g. 'model.depth=range(0,5)'"
         )
-    check_corners(config_name, plain, distributions(space))
+    search_space.check_corners(config_name, plain, search_space.distributions(space))
     return cfg, space, plain
 
 
@@ -413,17 +217,21 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
         cfg, space, plain = compose_search(config_name, task)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         client = tracking.connect(uri)
-        url = storage_url(cfg.search.storage, uri)
-        storage = open_storage(url)
+        url = studies.storage_url(cfg.search.storage, uri)
+        storage = studies.open_storage(url)
         name = cfg.search.study
-        study = resumed(client, storage, url, resume) if resume else name and load(storage, name)
+        study = (
+            resumed(client, storage, url, resume)
+            if resume
+            else name and studies.load(storage, name)
+        )
         parent = None
         if not study:
             name = name or sweep.parent_name(cfg.sweep_name)
             study, parent = create(client, cfg, storage, url, name, space, task, own)
         if parent is None:  # joined or resumed: the study's config, this process's settings
             run_id = parent_run_id(study)
-            recorded = study.user_attrs[OVERRIDES_ATTR]
+            recorded = study.user_attrs[studies.OVERRIDES_ATTR]
             extra = [o for o in task if o not in recorded and o not in own]
             if extra:
                 raise InputError(f"the study {study.study_name} runs with the overrides it "
@@ -432,7 +240,7 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             parent = join(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
     me = results.launcher_id()
-    salt = zlib.crc32(me.encode()) if others_working(study, me) else 0
+    salt = zlib.crc32(me.encode()) if studies.others_working(study, me) else 0
     return Launch(config_name, plain, space, url, study.study_name, parent, me,
                   cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before, salt)  # fmt: skip
 
@@ -446,9 +254,9 @@ def resumed(
     if name is None:
         raise InputError(f"{run.info.run_name} is a grid sweep: resume it with "
                          f"make sweep RESUME={run.info.run_id}")  # fmt: skip
-    study = load(storage, name)
+    study = studies.load(storage, name)
     if study is None:
-        raise InputError(f"the study {name} is not in {hidden_password(url)}: give the "
+        raise InputError(f"the study {name} is not in {studies.hidden_password(url)}: give the "
                          "database it was started in with search.storage=")  # fmt: skip
     return study
 
@@ -470,18 +278,20 @@ def create(
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         if not cfg.search.study:
-            raise InputError(f"a study named {name} exists in {hidden_password(url)}: give "
+            raise InputError(f"a study named {name} exists in {studies.hidden_password(url)}: give "
                              "another with search.study=") from None  # fmt: skip
-        return load(storage, name), None
+        return studies.load(storage, name), None
     run_id = None
     try:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
         params = {f"sweep.{key}": text for key, text in space.items()}
-        tags = {results.STUDY_TAG: name, STORAGE_TAG: hidden_password(url)}
-        run_id = sweep.start_parent(client, experiment, name, task, swept(space), params, tags)
-        study.set_user_attr(LAUNCHER_ATTR + results.launcher_id(), "running")
-        study.set_user_attr(OVERRIDES_ATTR, [o for o in task if o not in own])
-        study.set_user_attr(PARENT_ATTR, run_id)  # last: what a joining process waits for
+        tags = {results.STUDY_TAG: name, STORAGE_TAG: studies.hidden_password(url)}
+        run_id = sweep.start_parent(
+            client, experiment, name, task, search_space.swept(space), params, tags
+        )
+        study.set_user_attr(studies.LAUNCHER_ATTR + results.launcher_id(), "running")
+        study.set_user_attr(studies.OVERRIDES_ATTR, [o for o in task if o not in own])
+        study.set_user_attr(studies.PARENT_ATTR, run_id)  # last: what a joining process waits for
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)
         if run_id:
@@ -502,7 +312,7 @@ def parent_run_id(study: optuna.Study) -> str:
     """The run id of the study's parent, waited for while the study's creator makes it (the
     last thing it records on the study)."""
     deadline = time.monotonic() + JOIN_SECONDS
-    while (run_id := study.user_attrs.get(PARENT_ATTR)) is None:
+    while (run_id := study.user_attrs.get(studies.PARENT_ATTR)) is None:
         if time.monotonic() > deadline:
             raise InputError(f"the study {study.study_name} has no parent run: the process "
                              "that made it stopped first; start another study")  # fmt: skip
@@ -515,13 +325,15 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
     working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
     (KILLED, FAIL)."""
     me = results.launcher_id()
-    study.set_user_attr(LAUNCHER_ATTR + me, "running")  # first: no one reopens under our feet
+    study.set_user_attr(
+        studies.LAUNCHER_ATTR + me, "running"
+    )  # first: no one reopens under our feet
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise InputError(f"the study's parent run {run_id} is not in {client.tracking_uri}: "
                          "use the store it was started with (tracking.uri=)") from None  # fmt: skip
-    if run.info.status != "RUNNING" or not others_working(study, me):
+    if run.info.status != "RUNNING" or not studies.others_working(study, me):
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
         sweep.reopen(client, run_id, "its search stopped before the trial ended")
@@ -532,20 +344,20 @@ def stop(launch: Launch, status: str, seconds: float) -> None:
     """This process's part ends (``end_part``); the parent ends ``status`` with the last
     process on the study."""
     study = end_part(launch, "its search process stopped before the trial ended")
-    others = others_working(study, launch.launcher)
+    others = studies.others_working(study, launch.launcher)
     if others:
         print(f"this process's trials ended ({status.lower()}); the search goes on in "
               f"{', '.join(others)}: the last to end ends its parent run", flush=True)  # fmt: skip
     else:
         sweep.finish(launch.parent, status, seconds)
-    print(study_line(study, launch.storage), flush=True)
+    print(studies.study_line(study, launch.storage), flush=True)
 
 
 def abandon(launch: Launch, why: str) -> None:
     """In a worker whose launcher died (kill -9): the launcher's part ends (``end_part``),
     and the parent ends KILLED unless another process works on the study."""
     study = end_part(launch, why)
-    if not others_working(study, launch.launcher):
+    if not studies.others_working(study, launch.launcher):
         sweep.abandon(launch.parent, why)
 
 
@@ -553,33 +365,17 @@ def end_part(launch: Launch, why: str) -> optuna.Study:
     """The launching process's runs still RUNNING end KILLED, tagged ``why``, and its trials
     FAIL (its workers were stopped); the study, with this process marked done."""
     client = tracking.connect(launch.parent.tracking_uri)
-    study = load(open_storage(launch.storage), launch.study)
-    study.set_user_attr(LAUNCHER_ATTR + launch.launcher, "done")
+    study = studies.load(studies.open_storage(launch.storage), launch.study)
+    study.set_user_attr(studies.LAUNCHER_ATTR + launch.launcher, "done")
     for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
         if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
             tracking.end_killed(client, run.info.run_id, why)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(PROCESS_ATTR) == launch.launcher:
+        if trial.user_attrs.get(studies.PROCESS_ATTR) == launch.launcher:
             # another of the process's workers may have told it already
             with contextlib.suppress(ValueError, RuntimeError):
                 study.tell(trial.number, state=TrialState.FAIL)
     return study
-
-
-def study_line(study: optuna.Study, url: str) -> str:
-    """e.g. ``study search-20261130-2100 (sqlite:///.../optuna.db): 30 trials, 21 complete,
-    8 pruned, 1 fail; best trial 17: 0.9861``."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {}
-    for trial in trials:
-        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
-    line = f"study {study.study_name} ({hidden_password(url)}): {len(trials)} trials"
-    line += "".join(f", {n} {state}" for state, n in counts.items())
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
-        best = max(complete, key=lambda t: t.value)
-        line += f"; best trial {best.number}: {best.value:.4f}"
-    return line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -600,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as error:
         fail(error)
     print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
-          f"{swept(launch.space)}; {launch.n_before} trials before; parent run "
+          f"{search_space.swept(launch.space)}; {launch.n_before} trials before; parent run "
           f"{launch.parent.run_id}", flush=True)  # fmt: skip
     sys.exit(
         run_to_end(partial(run_workers, launch), partial(stop, launch), launch.parent, "search")

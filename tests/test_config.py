@@ -24,7 +24,9 @@ from pipeline.config import (
     validate,
 )
 from pipeline.data import BUNDLED_SHAPES
-from pipeline.search import compose_search, corners, distributions, pruner
+from pipeline.search import compose_search
+from pipeline.search_space import corners, distributions
+from pipeline.studies import pruner
 from pipeline.sweep import plan, planned_jobs
 from pipeline.training import layer_dims
 from tests.helpers import CONF

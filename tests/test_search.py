@@ -11,7 +11,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import search
+from pipeline import studies
 from tests.helpers import assert_one_error_line, parents_and_children, run_cli
 from tests.test_sweep_survives import statuses, wait_for
 
@@ -40,7 +40,7 @@ def search_run(uri, tmp_path, *overrides):
 
 
 def study_of(uri, parent) -> optuna.Study:
-    storage = search.storage_url(None, uri)
+    storage = studies.storage_url(None, uri)
     return optuna.load_study(study_name=parent.data.tags["optuna_study"], storage=storage)
 
 
