@@ -30,7 +30,8 @@ HYDRA_LOAD_SWEEP_CONFIG = ConfigLoaderImpl.load_sweep_config
 HYDRA_SET_STATE = Singleton.set_state
 MAX_COMPOSED = 16  # sets of group choices kept per process
 
-_composed: dict[tuple, DictConfig] = {}  # (config, hydra's overrides, groups) -> composed
+# (config name, its sources, Hydra's overrides, the job's group overrides) -> composed config
+_composed: dict[tuple, DictConfig] = {}
 
 
 def skip_job_check() -> None:
@@ -94,7 +95,9 @@ def load_sweep_config(
     """``ConfigLoaderImpl.load_sweep_config``, composed once per set of the jobs' other
     overrides; each job's values are then set on a copy, as Hydra sets them."""
     parsed, others, values = split_values(self, sweep_overrides)
-    key = (master_config.hydra.job.config_name, tuple(master_config.hydra.overrides.hydra), others)
+    hydra = master_config.hydra
+    sources = tuple(source.path for source in hydra.runtime.config_sources)
+    key = (hydra.job.config_name, sources, tuple(hydra.overrides.hydra), others)
     if key not in _composed:
         if len(_composed) >= MAX_COMPOSED:
             _composed.clear()

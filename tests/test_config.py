@@ -83,7 +83,7 @@ def test_a_sweeps_job_configs_are_hydras_though_composed_once(command_line):
             hydras = hydra_once.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
             assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras), job
             assert ours.hydra.overrides.task == job
-    groups = {key[2] for key in hydra_once._composed}
+    groups = {key[-1] for key in hydra_once._composed}
     assert len(groups) == len({tuple(o for o in job if "dataset" in o) for job in jobs})
 
 
