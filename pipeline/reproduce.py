@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import process, tracking
 from pipeline.config import ADDED_LATER, Config, ConfigError, validate
-from pipeline.errors import InputError, fail
+from pipeline.errors import InputError, fail, first_line
 from pipeline.job import run_job, run_name
 from pipeline.tracking import flatten
 
@@ -70,7 +70,9 @@ def parse_config(text: str, source: str) -> DictConfig:
     except (OmegaConfBaseException, ValueError) as error:  # an unknown key, a wrong type
         key = getattr(error, "full_key", None)
         where = f" at {key}" if key else ""
-        raise InputError(f"{source} is not a valid config{where}: {first_line(error)}") from None
+        raise InputError(
+            f"{source} is not a valid config{where}: {first_line(error, type(error).__name__)}"
+        ) from None
     try:
         validate(cfg)
     except ConfigError as error:
@@ -99,7 +101,9 @@ def config_file(path: str) -> DictConfig:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read config file {path}: {first_line(error)}") from None
+        raise InputError(
+            f"cannot read config file {path}: {first_line(error, type(error).__name__)}"
+        ) from None
     return parse_config(text, path)
 
 
@@ -152,10 +156,6 @@ def compare(client: MlflowClient, original: str, reproduced: str, rtol: float) -
 
 def same(x: float, y: float) -> bool:
     return x == y or (math.isnan(x) and math.isnan(y))
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def reproduce(args: argparse.Namespace) -> int:

@@ -164,8 +164,8 @@ def work(launch: Launch, n_trials: int, worker: int) -> None:
         # constant liar: a trial still running counts as a poor one, so that workers sampling
         # at the same time do not all propose the same region
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-        study = studies.load(studies.open_storage(launch.storage), launch.study, sampler=sampler,
-                     pruner=studies.pruner(cfg))  # fmt: skip
+        storage = studies.open_storage(launch.storage)
+        study = studies.load(storage, launch.study, sampler=sampler, pruner=studies.pruner(cfg))
         run = partial(
             objective, launch, search_space.distributions(launch.space), cfg.search.pruner
         )

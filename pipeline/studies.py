@@ -13,8 +13,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from pipeline import results, tracking
-from pipeline.errors import InputError
-from pipeline.train import first_line
+from pipeline.errors import InputError, first_line
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attrs: its parent run,
 OVERRIDES_ATTR = "overrides"  # the command line's overrides its trials are composed with,

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from pipeline import config, hydra_once, process, results, sweep, tracking, workers
-from pipeline.errors import InputError, fail
+from pipeline.errors import InputError, fail, first_line
 
 config.register()
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -388,10 +388,6 @@ def launch_until_done(parent: sweep.Parent, hydra_argv: list[str]) -> None:
                 if not sweep.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
                     raise
         print(f"a worker died ({reason}): its job FAILED; carrying on", flush=True)
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0]
 
 
 def check_single(args) -> DictConfig | None:
