@@ -325,9 +325,8 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
     working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
     (KILLED, FAIL)."""
     me = results.launcher_id()
-    study.set_user_attr(
-        studies.LAUNCHER_ATTR + me, "running"
-    )  # first: no one reopens under our feet
+    # first: no other process reopens the parent under our feet
+    study.set_user_attr(studies.LAUNCHER_ATTR + me, "running")
     try:
         run = client.get_run(run_id)
     except MlflowException:
