@@ -12,6 +12,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -31,6 +32,7 @@ from pipeline.data import (
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
 
+CONF = Path(__file__).resolve().parents[1] / "conf"  # the config groups, composed by Hydra
 SEEDS = 2**32  # NumPy's seeds (and scikit-learn's random_state) are 0 .. 2**32 - 1
 
 

@@ -47,19 +47,22 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from pipeline import config, process, results, search_space, studies, sweep, tracking, workers
+from pipeline import (
+    config,
+    process,
+    results,
+    search_space,
+    stops,
+    studies,
+    sweep,
+    tracking,
+    workers,
+)
 from pipeline.errors import InputError, fail
 from pipeline.job import Outcome, run_job, run_name
-from pipeline.train import (
-    CONF,
-    catch_stops,
-    raise_if_stopped,
-    run_to_end,
-    split_overrides,
-    watch_launcher,
-)
 from pipeline.training import Point, Stop
 
+config.register()
 TRIAL_TAG = "optuna_trial"  # a trial's run: its number in the study
 STORAGE_TAG = "optuna_storage"  # a search's parent: the study's storage (password hidden)
 JOIN_SECONDS = 60.0  # how long a joining process waits for the study's creator to make its parent
@@ -129,7 +132,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
         tags=tags,
         parent_run_id=launch.parent.run_id,
         experiment_id=launch.parent.experiment_id,
-        listeners=[Pruning(trial, pruner_name), raise_if_stopped],
+        listeners=[Pruning(trial, pruner_name), stops.raise_if_stopped],
     )
     trial.set_user_attr(studies.RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
@@ -151,14 +154,14 @@ def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
 def work(launch: Launch, n_trials: int, worker: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
     process.tune_for_jobs()  # a worker process's own settings, as a sweep's
-    catch_stops()
-    watch_launcher(launch.parent, partial(abandon, launch))
+    stops.catch_stops()
+    stops.watch_launcher(launch.parent, partial(abandon, launch))
     # one line per trial (progress_line): the job's own log lines and Optuna's stay quiet
     for name in ("pipeline.training", "pipeline.job"):
         logging.getLogger(name).addHandler(logging.NullHandler())
         logging.getLogger(name).propagate = False
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = sweep.job_config(launch.config_name, launch.overrides)
         seed = studies.sampler_seed(launch.seed, launch.n_before, worker, launch.salt)
         # constant liar: a trial still running counts as a poor one, so that workers sampling
@@ -191,7 +194,7 @@ def compose_search(config_name: str, task: list[str]) -> tuple[DictConfig, dict,
     parsed = OverridesParser.create().parse_overrides(task)
     if not any(o.key_or_group == "sweep" for o in parsed):
         task = ["sweep=search", *task]
-    plain = split_overrides(task)[1]
+    plain = sweep.split_overrides(task)[1]
     cfg = compose(config_name, overrides=plain)
     config.validate(cfg)
     space, plain = search_space.split_space(cfg.search.space, task)
@@ -208,12 +211,12 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
     """Check the search, then create its study and parent, or join or reopen them; errors
     are InputError, ConfigError or Hydra's, before any trial runs."""
     config_name = "config"
-    task, _, hydra_own = split_overrides(argv)
+    task, _, hydra_own = sweep.split_overrides(argv)
     if hydra_own:
         raise InputError(f"{hydra_own[0]} is Hydra's: a search's settings are search.* "
                          "(search.n_trials, search.workers, ...)")  # fmt: skip
     own = process_overrides(task)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg, space, plain = compose_search(config_name, task)
         uri = tracking.tracking_uri(cfg.tracking.uri)
         client = tracking.connect(uri)
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. search.n_trials=20")
     args = parser.parse_args(argv)
-    catch_stops()
+    stops.catch_stops()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what it does
     try:
         launch = prepare(args.overrides, args.resume)
@@ -397,9 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
           f"{search_space.swept(launch.space)}; {launch.n_before} trials before; parent run "
           f"{launch.parent.run_id}", flush=True)  # fmt: skip
-    sys.exit(
-        run_to_end(partial(run_workers, launch), partial(stop, launch), launch.parent, "search")
-    )
+    body, end = partial(run_workers, launch), partial(stop, launch)
+    sys.exit(stops.run_to_end(body, end, launch.parent, "search"))
 
 
 if __name__ == "__main__":

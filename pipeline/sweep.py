@@ -113,6 +113,15 @@ def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
     return Plan(cfg.sweep_name, argv, params, jobs, names, [config_digest(c) for c in configs])
 
 
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    hydra_own = [o.input_line for o in parsed if o.key_or_group.startswith("hydra")]
+    task = [o.input_line for o in parsed if not o.key_or_group.startswith("hydra")]
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    return task, plain, hydra_own
+
+
 def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
     """Each job's overrides: the grid of Hydra's basic sweeper, as it will expand it.
 

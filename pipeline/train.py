@@ -9,7 +9,6 @@ any job runs; then Hydra launches the jobs, each of which runs ``main``; then th
 ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 """
 
-import contextlib
 import logging
 import os
 import signal
@@ -17,77 +16,27 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from pipeline import config, hydra_once, process, results, sweep, tracking, workers
+from pipeline import config, hydra_once, process, results, stops, sweep, tracking, workers
 from pipeline.errors import InputError, fail, first_line
 
 config.register()
-CONF = Path(__file__).resolve().parents[1] / "conf"
 OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
 RAY_CONNECT_SECONDS = 5.0  # how long a Ray cluster's address gets to answer
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (Slurm, timeout, docker stop, kill), handled as Ctrl-C is."""
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def interruption(signum: int) -> KeyboardInterrupt:
-    return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def handle_stop_signals(handler) -> None:
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
-
-
-def stop_once(signum: int, frame) -> None:
-    """The first SIGINT or SIGTERM ends the job as Ctrl-C does; those after it are ignored,
-    so that the job's points and status reach the store whole, and the process starts no
-    other job (a pool may hand it one before the launcher stops)."""
-    handle_stop_signals(signal.SIG_IGN)
-    workers.stopped.append(signum)
-    raise interruption(signum)
-
-
-def catch_stops() -> None:
-    """SIGINT and SIGTERM end this process's job once (``stop_once``)."""
-    handle_stop_signals(stop_once)
-    sys.unraisablehook = quiet_swallowed_stop
-
-
-def quiet_swallowed_stop(unraisable) -> None:
-    """Python's hook for an exception it cannot raise (in a garbage collector's callback):
-    the stop's KeyboardInterrupt, which ``raise_if_stopped`` raises again, is no error."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
-
-
-def raise_if_stopped(point) -> None:
-    """A training listener: a stop whose KeyboardInterrupt Python swallowed (raised inside a
-    garbage collector's callback, where exceptions are ignored) ends the job at its next
-    logged point."""
-    if workers.stopped:
-        raise interruption(workers.stopped[0])
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config.CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the job's selection accuracy (validation, or test without a validation part);
     None if it diverged."""
@@ -95,14 +44,14 @@ def main(cfg: DictConfig) -> float | None:
         return None  # this worker was stopped: its sweep is ending
     process.tune_for_jobs()  # also in a sweep's worker processes
     hydra_once.reuse_in_this_process()  # for this worker's next jobs
-    catch_stops()
+    stops.catch_stops()
     from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
     tags = {"hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
     parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
-        watch_launcher(parent)
+        stops.watch_launcher(parent)
         if config.config_digest(cfg) in parent.done or workers.launcher_died():
             return None  # finished in an earlier attempt, or the launcher is gone
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
@@ -118,7 +67,7 @@ def main(cfg: DictConfig) -> float | None:
             tags=tags,
             parent_run_id=parent and parent.run_id,
             experiment_id=parent and parent.experiment_id,
-            listeners=[raise_if_stopped],
+            listeners=[stops.raise_if_stopped],
         )
     except config.ConfigError as error:
         if parent:  # a sweep's job: Hydra records it as failed
@@ -131,36 +80,6 @@ def main(cfg: DictConfig) -> float | None:
         print(f"{outcome.status} run {outcome.run_id}: {result.accuracies}, {result.seconds:.1f}s")
         print(f"runs table (after `make ui`): {tracking.runs_table_url(outcome.experiment_id)}")
     return outcome.result.selection_accuracy if outcome.status == "FINISHED" else None
-
-
-def watch_launcher(
-    parent: sweep.Parent,
-    abandon: Callable[[str], None] | None = None,
-    poll_seconds: float = 1.0,
-) -> None:
-    """In a worker process the launcher started itself (joblib's): once the launcher is gone
-    (killed with -9), ``abandon(why)`` (by default: the sweep's runs still RUNNING end
-    KILLED, saying why), and exit.
-
-    Once per process. Workers on other machines (Slurm, Ray) have another parent process
-    and are left alone.
-    """
-    if os.getppid() != parent.launcher_pid or workers.watched:
-        return
-    workers.watched.append(parent)
-    abandon = abandon or partial(sweep.abandon, parent)
-
-    def watch() -> None:
-        while os.getppid() == parent.launcher_pid:
-            time.sleep(poll_seconds)
-        workers.watched.append(workers.LAUNCHER_DIED)  # main() starts no new job from now on
-        time.sleep(1)  # a job that started just before has created its run by then
-        try:
-            abandon(f"the sweep's launcher (pid {parent.launcher_pid}) died")
-        finally:
-            os._exit(1)  # the job in flight goes with it: a resume runs it again
-
-    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def parse(argv: list[str]):
@@ -187,21 +106,12 @@ def parse(argv: list[str]):
     return args, own, rest
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    hydra_own = [o.input_line for o in parsed if o.key_or_group.startswith("hydra")]
-    task = [o.input_line for o in parsed if not o.key_or_group.startswith("hydra")]
-    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-    return task, plain, hydra_own
-
-
 def run_sweep(args, own: dict) -> int:
     """Plan and check the sweep, create or reopen its parent, let Hydra launch the jobs, end
     the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
     name = args.config_name or "config"
-    task, plain, hydra_own = split_overrides(args.overrides)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    task, plain, hydra_own = sweep.split_overrides(args.overrides)
+    with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
         if not own.get("dry_run"):
@@ -220,7 +130,7 @@ def run_sweep(args, own: dict) -> int:
                     f"{run.info.run_name} resumes with the jobs it recorded: drop {' '.join(extra)}"
                 )
             task = recorded["argv"]
-            plain = [o for o in split_overrides(task)[1]] + hydra_own
+            plain = [o for o in sweep.split_overrides(task)[1]] + hydra_own
             cfg = compose(name, overrides=plain, return_hydra_config=True)
         if cfg.search.space:
             raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
@@ -334,44 +244,7 @@ def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
     """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
     body = partial(launch_until_done, parent, hydra_argv)
-    return run_to_end(body, partial(sweep.finish, parent), parent)
-
-
-def run_to_end(
-    body: Callable[[], object],
-    end: Callable[[str, float], None],
-    parent: sweep.Parent,
-    what: str = "sweep",
-) -> int:
-    """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
-    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr)."""
-    status, code, started = "FAILED", 1, time.perf_counter()
-    stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
-
-    def stop_sweep(signum: int, frame) -> None:
-        """Let the jobs in flight end their runs, their points sent, before joblib kills
-        its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
-        handle_stop_signals(signal.SIG_IGN)
-        stopped_by.append(signum)
-        workers.interrupt_children()
-        with contextlib.suppress(Exception):  # a store that fails now: finish() says so
-            sweep.wait_for_running_jobs(parent)
-        raise interruption(signum)
-
-    handle_stop_signals(stop_sweep)
-    try:
-        body()
-        status, code = "FINISHED", 0
-    except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated) or signal.SIGTERM in stopped_by
-        status, code = "KILLED", 128 + (signal.SIGTERM if terminated else signal.SIGINT)
-    except Exception as error:  # any failure of the launcher ends the sweep, in one line
-        print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
-              file=sys.stderr, flush=True)  # fmt: skip
-    finally:
-        handle_stop_signals(signal.SIG_IGN)  # the parent's record is written whole
-        end(status, time.perf_counter() - started)
-    return code
+    return stops.run_to_end(body, partial(sweep.finish, parent), parent)
 
 
 def launch_until_done(parent: sweep.Parent, hydra_argv: list[str]) -> None:
@@ -396,15 +269,16 @@ def check_single(args) -> DictConfig | None:
     config dir, which Hydra checks itself. ``hydra.*`` is Hydra's own."""
     if args.config_path or args.config_dir:
         return None
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(args.config_name or "config", overrides=split_overrides(args.overrides)[1])
+    plain = sweep.split_overrides(args.overrides)[1]
+    with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
+        cfg = compose(args.config_name or "config", overrides=plain)
     config.validate(cfg)
     return cfg
 
 
 def cli(argv: list[str]) -> None:
     args, own, rest = parse(argv)
-    catch_stops()
+    stops.catch_stops()
     try:
         if args.multirun and not (args.config_path or args.config_dir):
             sys.exit(run_sweep(args, own))
@@ -419,7 +293,7 @@ def cli(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *rest]
     try:
         main()
-    except Terminated:
+    except stops.Terminated:
         sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)

@@ -25,7 +25,7 @@ LAUNCHER_DIED = "launcher died"
 
 
 def launcher_died() -> bool:
-    """Whether this worker's launcher is gone: its jobs are being ended (train.watch_launcher)."""
+    """Whether this worker's launcher is gone: its jobs are being ended (stops.watch_launcher)."""
     return LAUNCHER_DIED in watched
 
 

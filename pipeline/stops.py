@@ -1,0 +1,135 @@
+"""How a sweep's processes stop.
+
+SIGINT and SIGTERM end a worker's job once, as Ctrl-C does (``catch_stops``), and end the
+launcher's sweep after its jobs in flight have ended their runs (``run_to_end``). A worker
+whose launcher is killed with -9 ends the sweep's runs still RUNNING and exits
+(``watch_launcher``). Grid sweeps (pipeline.train) and searches (pipeline.search) share them.
+
+Like pipeline.process, for the entry points and their workers only: these install signal
+handlers and exit the process.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+from pipeline import sweep, workers
+from pipeline.errors import first_line
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, timeout, docker stop, kill), handled as Ctrl-C is."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interruption(signum: int) -> KeyboardInterrupt:
+    return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def handle_stop_signals(handler) -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def stop_once(signum: int, frame) -> None:
+    """The first SIGINT or SIGTERM ends the job as Ctrl-C does; those after it are ignored,
+    so that the job's points and status reach the store whole, and the process starts no
+    other job (a pool may hand it one before the launcher stops)."""
+    handle_stop_signals(signal.SIG_IGN)
+    workers.stopped.append(signum)
+    raise interruption(signum)
+
+
+def catch_stops() -> None:
+    """SIGINT and SIGTERM end this process's job once (``stop_once``)."""
+    handle_stop_signals(stop_once)
+    sys.unraisablehook = quiet_swallowed_stop
+
+
+def quiet_swallowed_stop(unraisable) -> None:
+    """Python's hook for an exception it cannot raise (in a garbage collector's callback):
+    the stop's KeyboardInterrupt, which ``raise_if_stopped`` raises again, is no error."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def raise_if_stopped(point) -> None:
+    """A training listener: a stop whose KeyboardInterrupt Python swallowed (raised inside a
+    garbage collector's callback, where exceptions are ignored) ends the job at its next
+    logged point."""
+    if workers.stopped:
+        raise interruption(workers.stopped[0])
+
+
+def watch_launcher(
+    parent: sweep.Parent,
+    abandon: Callable[[str], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> None:
+    """In a worker process the launcher started itself (joblib's): once the launcher is gone
+    (killed with -9), ``abandon(why)`` (by default: the sweep's runs still RUNNING end
+    KILLED, saying why), and exit.
+
+    Once per process. Workers on other machines (Slurm, Ray) have another parent process
+    and are left alone.
+    """
+    if os.getppid() != parent.launcher_pid or workers.watched:
+        return
+    workers.watched.append(parent)
+    abandon = abandon or partial(sweep.abandon, parent)
+
+    def watch() -> None:
+        while os.getppid() == parent.launcher_pid:
+            time.sleep(poll_seconds)
+        workers.watched.append(workers.LAUNCHER_DIED)  # main() starts no new job from now on
+        time.sleep(1)  # a job that started just before has created its run by then
+        try:
+            abandon(f"the sweep's launcher (pid {parent.launcher_pid}) died")
+        finally:
+            os._exit(1)  # the job in flight goes with it: a resume runs it again
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def run_to_end(
+    body: Callable[[], object],
+    end: Callable[[str, float], None],
+    parent: sweep.Parent,
+    what: str = "sweep",
+) -> int:
+    """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
+    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr)."""
+    status, code, started = "FAILED", 1, time.perf_counter()
+    stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
+
+    def stop_sweep(signum: int, frame) -> None:
+        """Let the jobs in flight end their runs, their points sent, before joblib kills
+        its workers: ``kill <launcher>`` reaches no worker, a terminal's Ctrl-C all."""
+        handle_stop_signals(signal.SIG_IGN)
+        stopped_by.append(signum)
+        workers.interrupt_children()
+        with contextlib.suppress(Exception):  # a store that fails now: finish() says so
+            sweep.wait_for_running_jobs(parent)
+        raise interruption(signum)
+
+    handle_stop_signals(stop_sweep)
+    try:
+        body()
+        status, code = "FINISHED", 0
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated) or signal.SIGTERM in stopped_by
+        status, code = "KILLED", 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    except Exception as error:  # any failure of the launcher ends the sweep, in one line
+        print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        handle_stop_signals(signal.SIG_IGN)  # the parent's record is written whole
+        end(status, time.perf_counter() - started)
+    return code
