@@ -62,8 +62,13 @@ def set_state_keeping_plugins(state: dict) -> None:
 
 def is_value_override(loader: ConfigLoaderImpl, override: Override) -> bool:
     """An override that sets a config value, which Hydra applies after composing the
-    defaults list (``hydra._internal.defaults_list.Overrides``): not a group, not Hydra's."""
-    if override.is_hydra_override() or override.package is not None:
+    defaults list (``hydra._internal.defaults_list.Overrides``): not a group, not Hydra's.
+
+    ``hydra`` alone is not Hydra's own override for Hydra, but a value set on it comes
+    before Hydra's runtime fields: it is composed with the groups."""
+    if override.key_or_group == "hydra" or override.is_hydra_override():
+        return False
+    if override.package is not None:
         return False
     return isinstance(override.value(), dict) or not loader.repository.group_exists(
         override.key_or_group
@@ -94,10 +99,13 @@ def load_sweep_config(
 ) -> DictConfig:
     """``ConfigLoaderImpl.load_sweep_config``, composed once per set of the jobs' other
     overrides; each job's values are then set on a copy, as Hydra sets them."""
-    parsed, others, values = split_values(self, sweep_overrides)
     hydra = master_config.hydra
+    if hydra.searchpath:  # groups beyond conf/, which the loader's repository does not list
+        return HYDRA_LOAD_SWEEP_CONFIG(self, master_config, sweep_overrides)
+    parsed, others, values = split_values(self, sweep_overrides)
     sources = tuple(source.path for source in hydra.runtime.config_sources)
-    key = (hydra.job.config_name, sources, tuple(hydra.overrides.hydra), others)
+    hydra_overrides = tuple(OmegaConf.to_container(hydra.overrides.hydra))  # as Hydra: unresolved
+    key = (hydra.job.config_name, sources, hydra_overrides, others)
     if key not in _composed:
         if len(_composed) >= MAX_COMPOSED:
             _composed.clear()

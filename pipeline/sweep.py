@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 from hydra import compose
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import hydra_once, plots, results, tracking
 from pipeline.config import config_digest, validate
@@ -105,7 +107,11 @@ def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
     (or Hydra's error) on the first bad one. Needs Hydra's compose API initialised on conf/.
     """
     jobs = planned_jobs(cfg.hydra.sweeper, argv)
-    configs = [job_config(config_name, job) for job in jobs]
+    # As Hydra composes each job: with the command line's hydra.* (unresolved), and in full
+    # when hydra.searchpath adds config groups, which the split of overrides cannot see.
+    hydra_overrides = OmegaConf.to_container(cfg.hydra.overrides.hydra)
+    in_full = bool(cfg.hydra.searchpath)
+    configs = [job_config(config_name, [*hydra_overrides, *job], in_full) for job in jobs]
     for job_cfg in configs:
         validate(job_cfg)
     params = dict(cfg.hydra.sweeper.get("params") or {})
@@ -113,11 +119,16 @@ def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
     return Plan(cfg.sweep_name, argv, params, jobs, names, [config_digest(c) for c in configs])
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad."""
+def split_overrides(
+    overrides: list[str], run_mode: RunMode | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad, or
+    if Hydra would refuse them in ``run_mode`` (a sweep over Hydra's own config)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    hydra_own = [o.input_line for o in parsed if o.key_or_group.startswith("hydra")]
-    task = [o.input_line for o in parsed if not o.key_or_group.startswith("hydra")]
+    if run_mode is not None:
+        ConfigLoaderImpl.validate_sweep_overrides_legal(parsed, run_mode, from_shell=True)
+    hydra_own = [o.input_line for o in parsed if o.is_hydra_override()]
+    task = [o.input_line for o in parsed if not o.is_hydra_override()]
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
     return task, plain, hydra_own
 
@@ -129,7 +140,8 @@ def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
     the sweeper's params of the same key.
     """
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-    parsed = OverridesParser.create().parse_overrides([*params, *overrides])
+    loader = GlobalHydra.instance().config_loader()  # glob(*) lists a group's options
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *overrides])
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
@@ -145,9 +157,12 @@ def swept_values(jobs: list[list[str]]) -> str:
     return " x ".join(varied)
 
 
-def job_config(config_name: str, overrides: list[str]) -> DictConfig:
+def job_config(config_name: str, overrides: list[str], in_full: bool = False) -> DictConfig:
     """The job's composed config. Hydra composes once per choice of config groups (~0.1 s);
-    the values (``model.depth=2``) are then set on a copy."""
+    the values (``model.depth=2``) are then set on a copy. ``in_full``: composed from its
+    defaults list, as Hydra does for each job."""
+    if in_full:
+        return compose(config_name, overrides=overrides)
     loader = GlobalHydra.instance().config_loader()
     _, groups, values = hydra_once.split_values(loader, overrides)
     return hydra_once.set_values(_compose_groups(config_name, groups), values)

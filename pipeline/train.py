@@ -101,8 +101,11 @@ def parse(argv: list[str]):
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
     if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
         fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
+    flags = ", ".join("--" + k.replace("_", "-") for k in own)
     if own and not args.multirun:
-        fail(f"{', '.join('--' + k.replace('_', '-') for k in own)} go with a sweep (-m)")
+        fail(f"{flags} go with a sweep (-m)")
+    if own and (args.config_path or args.config_dir):  # Hydra alone runs such a sweep
+        fail(f"{flags} go with a sweep of conf/, without --config-dir or --config-path")
     return args, own, rest
 
 
@@ -110,7 +113,7 @@ def run_sweep(args, own: dict) -> int:
     """Plan and check the sweep, create or reopen its parent, let Hydra launch the jobs, end
     the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
     name = args.config_name or "config"
-    task, plain, hydra_own = sweep.split_overrides(args.overrides)
+    task, plain, hydra_own = sweep.split_overrides(args.overrides, RunMode.MULTIRUN)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)

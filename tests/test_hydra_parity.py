@@ -1,8 +1,8 @@
-"""Sweeps a user can write whose jobs hydra_once (and the launcher's plan, which shares its
-split of overrides) do not compose as Hydra does. Real Hydra composition, nothing mocked;
-Hydra's own ``load_sweep_config`` (``hydra_once.HYDRA_LOAD_SWEEP_CONFIG``) is the oracle.
-
-Every test here fails until the discrepancy it names is fixed."""
+"""Unusual sweeps a user can write, whose jobs hydra_once (and the launcher's plan, which
+shares its split of overrides) compose as Hydra does, and which are refused where Hydra
+refuses them. Real Hydra composition, nothing mocked; Hydra's own ``load_sweep_config``
+(``hydra_once.HYDRA_LOAD_SWEEP_CONFIG``) is the oracle. Found by hostile testing: each
+test failed before its fix."""
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from pipeline import hydra_once, sweep, train
+from pipeline import hydra_once, sweep
 from pipeline.config import config_digest
 from tests.helpers import CONF, run_cli
 
@@ -63,15 +63,14 @@ def assert_jobs_are_hydras(command_line):
 
 
 def test_a_group_hydra_searchpath_adds_is_composed_as_a_group(searchpath):
-    """``+experiment=deep`` from a hydra.searchpath dir: hydra_once asks the loader's own
-    repository (without the searchpath) whether ``experiment`` is a group, sets
-    ``experiment: deep`` as a value and leaves model.depth at 2; Hydra gives depth 4."""
+    """``+experiment=deep`` from a hydra.searchpath dir is a group (model.depth 4), though
+    the loader's own repository, without the searchpath, does not list it."""
     assert_jobs_are_hydras([searchpath, "+experiment=deep,shallow"])
 
 
 def test_a_searchpath_group_hydra_rejects_is_rejected(searchpath):
-    """``+extra=a,b``: Hydra rejects each job (Key 'extra' not in 'Config'); hydra_once
-    composes them with ``extra: a`` and the sweep runs (the plan accepts them too)."""
+    """``+extra=a,b``: Hydra rejects each job (Key 'extra' not in 'Config'), and so must
+    hydra_once (it composed them with ``extra: a`` before)."""
     assert_jobs_are_hydras([searchpath, "+extra=a,b"])
 
 
@@ -85,10 +84,9 @@ def test_a_searchpath_group_hydra_rejects_is_rejected(searchpath):
 def test_an_interpolation_in_a_hydra_override_is_not_resolved_to_make_the_memos_key(
     hydra_override,
 ):
-    """The memo's key iterates ``hydra.overrides.hydra`` (a ListConfig), which resolves the
-    interpolations in the override strings; Hydra reads them unresolved (to_container), and
-    its run_job resolves env_set only once the job's node is set. A real sweep stops with
-    'InterpolationResolutionError: ... HydraConfig was not set' before any job runs."""
+    """Hydra reads ``hydra.overrides.hydra`` unresolved (its run_job resolves env_set once
+    the job's node is set); iterating the ListConfig for the memo's key resolved them, and a
+    sweep stopped with 'InterpolationResolutionError: ... HydraConfig was not set'."""
     assert_jobs_are_hydras([hydra_override, "seed=1,2"])
 
 
@@ -101,8 +99,8 @@ def test_an_interpolation_in_a_hydra_override_is_not_resolved_to_make_the_memos_
 )
 def test_a_value_set_on_the_hydra_node_is_set_before_hydras_runtime_fields(override):
     """``hydra`` alone is no Hydra override (``is_hydra_override``: ``hydra.`` or ``hydra/``):
-    a dict set on it is a task value override, which Hydra applies before it fills
-    env_set from env_copy, runtime.choices, cwd, config_name; hydra_once applies it after."""
+    a dict set on it is a task override, which Hydra applies before it fills env_set from
+    env_copy, runtime.choices, cwd, config_name: it is composed, not set afterwards."""
     assert_jobs_are_hydras([override, "seed=1,2"])
 
 
@@ -122,9 +120,9 @@ def hydras_digests(command_line):
 
 @pytest.mark.parametrize("swept", ["dataset=mine,moons", "+experiment=deep,shallow"])
 def test_the_plan_composes_jobs_with_the_hydra_searchpath(searchpath, swept):
-    """``sweep.plan`` composes each job without the command line's hydra overrides, so
-    without hydra.searchpath: ``dataset=mine`` is rejected (a single run accepts it), and
-    ``+experiment=deep`` is planned with the wrong digest."""
+    """``sweep.plan`` composes each job with the command line's hydra overrides, so with
+    hydra.searchpath: ``dataset=mine`` is accepted (as in a single run), and
+    ``+experiment=deep`` is planned with the digest the job will have."""
     sweep._compose_groups.cache_clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[searchpath], return_hydra_config=True)
@@ -133,8 +131,8 @@ def test_the_plan_composes_jobs_with_the_hydra_searchpath(searchpath, swept):
 
 
 def test_the_plan_expands_glob_as_hydras_sweeper_does():
-    """``dataset=glob(*)``: Hydra's sweeper expands it to every option; the plan's parser has
-    no config loader and the sweep stops with 'error: ConfigLoader is not set'."""
+    """``dataset=glob(*)``: Hydra's sweeper expands it to every option, with its config
+    loader; the plan's parser had none ('error: ConfigLoader is not set')."""
     sweep._compose_groups.cache_clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)
@@ -143,20 +141,19 @@ def test_the_plan_expands_glob_as_hydras_sweeper_does():
 
 
 def test_a_key_starting_with_hydra_is_a_task_override_as_for_hydra():
-    """``+hydrant=1,2`` is a task override for Hydra (2 jobs, each with its value); the
-    command line's split puts it with Hydra's own (``startswith("hydra")``): the plan has
-    1 job, the sweep runs 2 ('[job 2/1]'), and no planned digest is a job's."""
+    """``+hydrant=1,2`` is a task override for Hydra (2 jobs, each with its value); split as
+    Hydra's own (``startswith("hydra")``), the plan had 1 job and the sweep ran 2."""
     line = ["+hydrant=1,2", "hydra.job.chdir=false"]
     parsed = OverridesParser.create().parse_overrides(line)
-    task, _, hydra_own = train.split_overrides(line)
+    task, _, hydra_own = sweep.split_overrides(line)
     assert task == [o.input_line for o in parsed if not o.is_hydra_override()]
     assert hydra_own == [o.input_line for o in parsed if o.is_hydra_override()]
 
 
 @pytest.mark.slow
 def test_a_dry_run_with_another_config_dir_trains_nothing(tmp_path):
-    """``-m --dry-run --config-dir DIR``: run_sweep is skipped for another config dir, the
-    --dry-run flag is dropped, and Hydra runs the sweep for real, with no parent run."""
+    """``-m --dry-run --config-dir DIR``: run_sweep is skipped for another config dir (Hydra
+    runs such a sweep alone); the --dry-run flag was dropped, and the sweep trained."""
     (tmp_path / "conf").mkdir()
     result = run_cli(
         "pipeline.train", "-m", "--dry-run", "--config-dir", str(tmp_path / "conf"),
@@ -164,15 +161,17 @@ def test_a_dry_run_with_another_config_dir_trains_nothing(tmp_path):
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     )  # fmt: skip
-    assert "dry run" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "error: --dry-run go with a sweep of conf/, without --config-dir or --config-path"
+    )
     assert not (tmp_path / "mlflow.db").exists()  # nothing trained or written
 
 
 @pytest.mark.slow
 def test_a_sweep_over_hydras_config_is_rejected_before_the_parent_is_created(tmp_path):
     """Hydra rejects ``hydra.job.chdir=true,false`` ('Sweeping over Hydra's configuration is
-    not supported'); the dry run lists 1 job, and a real run creates the parent, then
-    fails with exit 1."""
+    not supported'): one line, exit 2, before any parent run (a dry run listed 1 job)."""
     result = run_cli(
         "pipeline.train", "-m", "--dry-run", "hydra.job.chdir=true,false",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
