@@ -7,9 +7,12 @@ Printed, each measured side by side in this one run:
     (target <= 0.15 s);
   - live curves: the whole default job with the default flushing (tracking.flush_seconds),
     without any and with a batch at every logged point, and one batch's cost alone;
-  - the default 27-job ``make sweep`` with the joblib launcher (one worker per core)
-    against the same sweep with one worker (target speed-up >= 1.7 on 2 cores), with the
-    job phase and the fixed costs apart, and the ceiling those fixed costs leave.
+  - the default 27-job ``make sweep`` against the naive peer (benchmarks/naive_sweep.py)
+    and against the ideal (its jobs' training time over the cores);
+  - the same sweep with the joblib launcher (one worker per core) against the same sweep
+    with one worker (target speed-up >= 1.7 on 2 cores), alternated rounds, with the job
+    phase and the fixed costs apart, the ceiling those fixed costs leave, and the
+    one-worker sweep's per-job overhead (Hydra included).
 """
 
 import argparse
@@ -280,10 +283,59 @@ def serial_job_overheads(store: Path) -> list[float]:
     ]
 
 
+def parallel_versus_one_worker(store: Path, rounds: int, extra: list[str]) -> float:
+    """The default sweep with one worker per core and with one worker, alternated for
+    ``rounds`` rounds: walls, job phases, fixed costs by component and the one-worker
+    sweep's per-job overhead, medians over the rounds; returns the parallel wall."""
+    cores = os.cpu_count()
+    print(f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker, "
+          f"medians of {rounds} alternated rounds")  # fmt: skip
+    walls = {"parallel": [], "serial": []}
+    phases = {"parallel": [], "serial": []}
+    fixed, per_job = [], []  # the parallel sweep's fixed costs; the serial's per-job medians
+    for i in range(rounds):
+        for name, n_jobs in (("parallel", -1), ("serial", 1)):
+            (store / f"{name}{i}").mkdir()
+            walls[name].append(run_sweep(store / f"{name}{i}", n_jobs, extra))
+            phases[name].append(job_phase(store / f"{name}{i}"))
+        fixed.append(fixed_costs(store / f"parallel{i}"))
+        per_job.append(statistics.median(serial_job_overheads(store / f"serial{i}")))
+    parallel, serial = (statistics.median(walls[n]) for n in ("parallel", "serial"))
+    jobs_parallel, jobs_serial = (statistics.median(phases[n]) for n in ("parallel", "serial"))
+    print(
+        f"  wall:      parallel {parallel:6.1f} s   one worker {serial:6.1f} s   "
+        f"speed-up {serial / parallel:.2f}x (target >= 1.7)"
+    )
+    print(
+        f"  job phase: parallel {jobs_parallel:6.1f} s   one worker {jobs_serial:6.1f} s   "
+        f"speed-up {jobs_serial / jobs_parallel:.2f}x (first job's start to last's end)"
+    )
+    fixed_parallel, fixed_serial = parallel - jobs_parallel, serial - jobs_serial
+    print(
+        f"  fixed:     parallel {fixed_parallel:6.1f} s   one worker {fixed_serial:6.1f} s   "
+        f"(wall - job phase: start, imports, store, Hydra's checks, summary, exit)"
+    )
+    for name in fixed[0]:
+        print(f"             {name:70} {statistics.median(f[name] for f in fixed):5.1f} s")
+    ceiling = serial / (fixed_serial + jobs_serial / cores)
+    print(
+        f"  ceiling:   {ceiling:.2f}x, if the parallel sweep had one worker's fixed costs "
+        f"and split the job phase perfectly over {cores} workers"
+    )
+    print(
+        f"  per-job overhead in the one-worker sweep (Hydra included): median "
+        f"{statistics.median(per_job):.3f} s (rounds: {', '.join(f'{x:.3f}' for x in per_job)}; "
+        f"each the median of a sweep's 26 jobs after its first; target <= 0.15 s)"
+    )
+    return parallel
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds against the naive peer")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated rounds of each sweep comparison"
+    )
     parser.add_argument(
         "--sweep-args", default="", help="extra overrides for both sweeps (default: none)"
     )
@@ -310,46 +362,13 @@ def main() -> None:
         live_curves(cfg, args.repeat)
 
         versus_peer(store, args.rounds, extra)
-        cores = os.cpu_count()
-        print(f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker")
-        parallel_store, serial_store = store / "parallel", store / "serial"
-        parallel_store.mkdir()
-        serial_store.mkdir()
-        parallel = run_sweep(parallel_store, -1, extra)
-        serial = run_sweep(serial_store, 1, extra)
-        gaps = serial_job_overheads(serial_store)
-        print(
-            f"  wall:      parallel {parallel:6.1f} s   one worker {serial:6.1f} s   "
-            f"speed-up {serial / parallel:.2f}x (target >= 1.7)"
-        )
-        jobs_parallel, jobs_serial = job_phase(parallel_store), job_phase(serial_store)
-        print(
-            f"  job phase: parallel {jobs_parallel:6.1f} s   one worker {jobs_serial:6.1f} s   "
-            f"speed-up {jobs_serial / jobs_parallel:.2f}x (first job's start to last's end)"
-        )
-        fixed_parallel, fixed_serial = parallel - jobs_parallel, serial - jobs_serial
-        ceiling = serial / (fixed_serial + jobs_serial / cores)
-        print(
-            f"  fixed:     parallel {fixed_parallel:6.1f} s   one worker {fixed_serial:6.1f} s   "
-            f"(wall - job phase: start, imports, store, Hydra's checks, summary, exit)"
-        )
-        for name, seconds in fixed_costs(parallel_store).items():
-            print(f"             {name:70} {seconds:5.1f} s")
-        print(
-            f"  ceiling:   {ceiling:.2f}x, if the parallel sweep had one worker's fixed costs "
-            f"and split the job phase perfectly over {cores} workers"
-        )
+        parallel = parallel_versus_one_worker(store, args.rounds, extra)
         resume_store = store / "resumed"
         resume_store.mkdir()
         resumed, left = interrupted_then_resumed(resume_store, -1, extra)
         print(
             f"  resume:    {resumed:6.1f} s after kill -9 of the launcher with {left:.0%} of the "
             f"jobs left to run: {resumed / parallel:.2f} of the full sweep's wall"
-        )
-        median_gap = statistics.median(gaps)
-        print(
-            f"  per-job overhead in the one-worker sweep (Hydra included): median "
-            f"{median_gap:.3f} s over {len(gaps)} jobs (target <= 0.15 s)"
         )
 
 
