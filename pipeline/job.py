@@ -109,7 +109,7 @@ def run_job(
         record(client, run_id, cfg, data, result, live)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
-        elif result.pruned_at is not None:
+        elif result.pruned:
             outcome["status"] = "KILLED"
     return Outcome(run_id, experiment, outcome["status"], result)
 
@@ -140,8 +140,8 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> 
         log.warning("%s: %s", run_name(cfg), tags["failure_reason"])
     if result.stopped_at is not None:
         final |= {"stopped_at": result.stopped_at}
-    if result.pruned_at is not None:
-        tags |= {tracking.PRUNED_AT: result.pruned_at, tracking.KILLED_REASON: result.stop_reason}
+    if result.pruned:
+        tags |= {tracking.PRUNED_AT: result.stopped_at, tracking.KILLED_REASON: result.stop_reason}
     if result.best_iteration is not None:
         final |= {"best_iteration": result.best_iteration}
     live.finish(final, tags, result.final_step)

@@ -137,17 +137,17 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
     trial.set_user_attr(studies.RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
     result = outcome.result
-    if result.pruned_at is not None:
-        raise optuna.TrialPruned(f"at iteration {result.pruned_at}")
+    if result.pruned:
+        raise optuna.TrialPruned(f"at iteration {result.stopped_at}")
     return math.nan if result.diverged_at is not None else result.selection_accuracy
 
 
 def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
     r = outcome.result
-    if r.pruned_at is None:
-        status, how = outcome.status, r.accuracies
+    if r.pruned:
+        status, how = results.PRUNED, f"at iteration {r.stopped_at}"
     else:
-        status, how = results.PRUNED, f"at iteration {r.pruned_at}"
+        status, how = outcome.status, r.accuracies
     return f"[trial {number}] {run_name(cfg):16} {status:8} {how}  {r.seconds:.1f}s"
 
 

@@ -63,7 +63,7 @@ class Result:
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
     stopped_at: int | None = None  # the point at which a listener ended training
     stop_reason: str | None = None  # why it did
-    pruned_at: int | None = None  # the point at which a search's pruner ended it
+    pruned: bool = False  # the listener that stopped it was a search's pruner
     best_iteration: int | None = None  # where the kept parameters come from, if not the last
 
     @property
@@ -164,8 +164,7 @@ def train(
                 stops = [stop for stop in (listener(point) for listener in listeners) if stop]
                 if stops:
                     result.stopped_at, result.stop_reason = i, stops[0].reason
-                    if stops[0].pruned:
-                        result.pruned_at = i
+                    result.pruned = stops[0].pruned
                     if stops[0].parameters is not None:
                         parameters = dict(stops[0].parameters)
                         result.best_iteration = stops[0].iteration
