@@ -26,7 +26,6 @@ The space is ``pipeline.search_space``'s, the study's storage and pruner ``pipel
 """
 
 import argparse
-import contextlib
 import logging
 import math
 import os
@@ -45,7 +44,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
-from optuna.trial import TrialState
 
 from pipeline import (
     config,
@@ -336,8 +334,7 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
         raise InputError(f"the study's parent run {run_id} is not in {client.tracking_uri}: "
                          "use the store it was started with (tracking.uri=)") from None  # fmt: skip
     if run.info.status != "RUNNING" or not studies.others_working(study, me):
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
+        studies.fail_running_trials(study)
         sweep.reopen(client, run_id, "its search stopped before the trial ended")
     return sweep.Parent(run_id, run.info.experiment_id, client.tracking_uri, None, os.getpid())
 
@@ -372,11 +369,7 @@ def end_part(launch: Launch, why: str) -> optuna.Study:
     for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
         if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
             tracking.end_killed(client, run.info.run_id, why)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(studies.PROCESS_ATTR) == launch.launcher:
-            # another of the process's workers may have told it already
-            with contextlib.suppress(ValueError, RuntimeError):
-                study.tell(trial.number, state=TrialState.FAIL)
+    studies.fail_running_trials(study, launch.launcher)
     return study
 
 

@@ -1,6 +1,7 @@
 """A search's Optuna study: its storage beside the tracking store, its pruner, its workers'
 sampler seeds, and the processes working on it, recorded in the study's user attributes."""
 
+import contextlib
 import re
 import sqlite3
 import warnings
@@ -114,6 +115,15 @@ def others_working(study: optuna.Study, me: str) -> list[str]:
         if results.process_alive(who) is not False:  # on another host: taken at its word
             others.append(who)
     return others
+
+
+def fail_running_trials(study: optuna.Study, process: str | None = None) -> None:
+    """The study's trials still RUNNING end FAIL: only those of ``process`` (host:pid), if
+    given. A trial that another worker has told meanwhile is left as it is."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if process is None or trial.user_attrs.get(PROCESS_ATTR) == process:
+            with contextlib.suppress(ValueError, RuntimeError):
+                study.tell(trial.number, state=TrialState.FAIL)
 
 
 def study_line(study: optuna.Study, url: str) -> str:
