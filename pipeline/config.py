@@ -25,6 +25,7 @@ from pipeline.data import (
     SYNTHETIC,
     WITH_N_FEATURES,
     n_classes_of,
+    n_informative,
     n_samples_of,
     shape_of,
     split_sizes,
@@ -225,6 +226,15 @@ def validate(cfg: DictConfig) -> None:
     _check(d.noise >= 0, "dataset.noise", d.noise, "must be >= 0")
     _check(d.n_features >= 2, "dataset.n_features", d.n_features, "must be >= 2")
     _check(d.n_classes >= 2, "dataset.n_classes", d.n_classes, "must be >= 2")
+    if d.name == "classification":
+        most = 2 ** n_informative(d.n_features)
+        _check(
+            d.n_classes <= most,
+            "dataset.n_classes",
+            d.n_classes,
+            f"classification makes at most {most} classes from n_features={d.n_features}: "
+            "raise dataset.n_features",
+        )
     # A stratified split needs at least one sample of each class in every part.
     k = n_classes_of(d)
     sizes = split_sizes(n_samples_of(d), d.test_size, d.val_size)
@@ -240,6 +250,16 @@ def validate(cfg: DictConfig) -> None:
         f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
     )
     check_memory(cfg)
+
+
+def check_trial(cfg: DictConfig) -> None:
+    """What a search's trial needs beyond ``validate``: a validation part to choose on."""
+    _check(
+        cfg.dataset.val_size > 0,
+        "dataset.val_size",
+        cfg.dataset.val_size,
+        "a search chooses on validation: must be > 0",
+    )
 
 
 def check_search(s: DictConfig) -> None:

@@ -37,11 +37,17 @@ def _blobs(datasets, d, seed):
     )
 
 
+def n_informative(n_features: int) -> int:
+    """How many of classification's features carry its classes (scikit-learn makes at most
+    2**n_informative classes from them)."""
+    return max(2, n_features // 2)
+
+
 def _classification(datasets, d, seed):
     return datasets.make_classification(
         n_samples=d.n_samples,
         n_features=d.n_features,
-        n_informative=max(2, d.n_features // 2),
+        n_informative=n_informative(d.n_features),
         n_redundant=0,
         n_classes=d.n_classes,
         n_clusters_per_class=1,

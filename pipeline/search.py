@@ -26,6 +26,7 @@ The space is ``pipeline.search_space``'s, the study's storage and pruner ``pipel
 """
 
 import argparse
+import itertools
 import logging
 import math
 import os
@@ -115,9 +116,11 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
     values = {key: search_space.suggest(trial, key, d) for key, d in space.items()}
     overrides = [*launch.overrides, *(f"{key}={value}" for key, value in values.items())]
     cfg = sweep.job_config(launch.config_name, overrides)
+    if cfg.search.storage:  # recorded with the trial's config.yaml; the worker has its own
+        cfg.search.storage = studies.hidden_password(cfg.search.storage)
     trial.set_user_attr(studies.PROCESS_ATTR, launch.launcher)  # its process, if it stops
     tags = {
-        "hydra.overrides": " ".join(overrides),
+        "hydra.overrides": studies.hidden_password(" ".join(overrides)),
         "sweep_id": launch.parent.run_id,
         "job_number": trial.number,
         TRIAL_TAG: trial.number,
@@ -195,6 +198,7 @@ def compose_search(config_name: str, task: list[str]) -> tuple[DictConfig, dict,
     plain = sweep.split_overrides(task)[1]
     cfg = compose(config_name, overrides=plain)
     config.validate(cfg)
+    config.check_trial(cfg)
     space, plain = search_space.split_space(cfg.search.space, task)
     if not space:
         raise InputError(
@@ -226,6 +230,9 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             if resume
             else name and studies.load(storage, name)
         )
+        if study and study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+            why = "does not maximise one value (a search's validation accuracy)"
+            raise InputError(f"the study {study.study_name} {why}: give another search.study=")
         parent = None
         if not study:
             name = name or sweep.parent_name(cfg.sweep_name)
@@ -276,37 +283,54 @@ def create(
     (the study, the parent). If another process has just made a study of that name (both
     started with the same search.study), (that study, None): this process joins it."""
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        if not cfg.search.study:
-            raise InputError(f"a study named {name} exists in {studies.hidden_password(url)}: give "
-                             "another with search.study=") from None  # fmt: skip
+        study = new_study(storage, name, numbered=not cfg.search.study)
+    except optuna.exceptions.DuplicatedStudyError:  # search.study=name, made meanwhile
         return studies.load(storage, name), None
+    name = study.study_name
     run_id = None
     try:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
         params = {f"sweep.{key}": text for key, text in space.items()}
         tags = {results.STUDY_TAG: name, STORAGE_TAG: studies.hidden_password(url)}
+        argv = [studies.hidden_password(o) for o in task]
         run_id = sweep.start_parent(
-            client, experiment, name, task, search_space.swept(space), params, tags
+            client, experiment, name, argv, search_space.swept(space), params, tags
         )
         study.set_user_attr(studies.LAUNCHER_ATTR + results.launcher_id(), "running")
         study.set_user_attr(studies.OVERRIDES_ATTR, [o for o in task if o not in own])
         study.set_user_attr(studies.PARENT_ATTR, run_id)  # last: what a joining process waits for
-    except BaseException:
+    except BaseException as error:
         optuna.delete_study(study_name=name, storage=storage)
         if run_id:
-            client.set_terminated(run_id, "FAILED")
+            stopped = isinstance(error, KeyboardInterrupt)
+            client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
     return study, sweep.Parent(run_id, experiment, client.tracking_uri, None, os.getpid())
 
 
+def new_study(storage: optuna.storages.RDBStorage, name: str, numbered: bool) -> optuna.Study:
+    """A new study that maximises, named ``name``; if ``numbered`` and that name is taken (two
+    searches started in the same second), the first free of ``name-2``, ``name-3``, ..."""
+    for number in itertools.count(1):
+        candidate = name if number == 1 else f"{name}-{number}"
+        try:
+            return optuna.create_study(storage=storage, study_name=candidate, direction="maximize")
+        except optuna.exceptions.DuplicatedStudyError:
+            if not numbered:
+                raise
+
+
 def process_overrides(task: list[str]) -> list[str]:
     """The overrides that are this process's own, not the study's: how many trials it adds
-    and how (``search.*``), and where it tracks them (``tracking``, the same store however
-    it is reached); a process joining or resuming a study may change them."""
+    and how (``search.*`` but its space), and where it tracks them (``tracking``, the same
+    store however it is reached); a process joining or resuming a study may change them."""
     parsed = OverridesParser.create().parse_overrides(task)
-    return [o.input_line for o in parsed if o.key_or_group.split(".")[0] in ("search", "tracking")]
+    return [
+        o.input_line
+        for o in parsed
+        if o.key_or_group.split(".")[0] in ("search", "tracking")
+        and not o.key_or_group.startswith("search.space")  # the study's, as its trials
+    ]
 
 
 def parent_run_id(study: optuna.Study) -> str:
@@ -381,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         help="add trials to this search's study and parent run (or: latest)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. search.n_trials=20")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides on both sides of --resume
     stops.catch_stops()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what it does
     try:
@@ -390,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(config.error_line(error))
     except InputError as error:
         fail(error)
+    except KeyboardInterrupt as interrupted:  # before the search started: nothing is left
+        sys.exit(stops.exit_code(interrupted))
     print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
           f"{search_space.swept(launch.space)}; {launch.n_before} trials before; parent run "
           f"{launch.parent.run_id}", flush=True)  # fmt: skip

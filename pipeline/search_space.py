@@ -44,6 +44,9 @@ def distribution(override) -> BaseDistribution:
     float ``range``: its values; ``interval``: floats, or integers with ``int(...)``; tag
     ``log``: a log scale."""
     key, value = override.key_or_group, override.value()
+    if key.split(".")[0] in config.NOT_IN_DIGEST:
+        text = override.input_line.partition("=")[2]
+        raise config.ConfigError(key, text, "changes no trial's result: not a dimension")
     try:
         if isinstance(value, ChoiceSweep):
             return CategoricalDistribution(list(override.sweep_iterator()))
@@ -51,7 +54,8 @@ def distribution(override) -> BaseDistribution:
             values = list(override.sweep_iterator())
             if value.shuffle or not all(isinstance(v, int) for v in values):
                 return CategoricalDistribution(values)
-            return IntDistribution(values[0], values[-1], step=value.step)
+            log = "log" in value.tags  # Optuna refuses a step other than 1 with it
+            return IntDistribution(values[0], values[-1], step=value.step, log=log)
         if isinstance(value, IntervalSweep):
             log = "log" in value.tags
             if isinstance(value.start, int) and isinstance(value.end, int):
@@ -80,7 +84,9 @@ def check_corners(config_name: str, overrides: list[str], space: dict) -> None:
     """ConfigError (or Hydra's) for the first corner of the space whose config is invalid:
     a trial's values lie between them. Needs Hydra's compose API initialised on conf/."""
     for corner in corners(space):
-        config.validate(sweep.job_config(config_name, [*overrides, *corner]))
+        cfg = sweep.job_config(config_name, [*overrides, *corner])
+        config.validate(cfg)
+        config.check_trial(cfg)
 
 
 def swept(space: Mapping[str, str]) -> str:

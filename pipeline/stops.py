@@ -33,6 +33,11 @@ def interruption(signum: int) -> KeyboardInterrupt:
     return Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def exit_code(stop: KeyboardInterrupt) -> int:
+    """The exit code of a process a stop ended: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
 def handle_stop_signals(handler) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, handler)

@@ -35,20 +35,23 @@ def storage_url(configured: str | None, tracking_uri: str) -> str:
     return tracking.SQLITE + str(store.resolve().parent / "optuna.db")
 
 
-def hidden_password(url: str) -> str:
-    """``url`` fit to print or record: its password, if any, as ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+def hidden_password(text: str) -> str:
+    """``text`` (a URL, or overrides that hold one) fit to print or record: the password in a
+    URL's user part or in its ``password=`` parameter as ***. Up to a URL's last @: a password
+    may hold / or @, and hiding too much is better than showing it."""
+    text = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's storage on the database ``url``, its tables made if new; trials whose process
     stops beating (killed) end FAIL. InputError, naming it, if it cannot be used."""
-    options = {}
-    if url.startswith(tracking.SQLITE):
-        database = Path(url.removeprefix(tracking.SQLITE))
-        database.parent.mkdir(parents=True, exist_ok=True)
-        options = {"creator": partial(sqlite_connection, database)}
     try:
+        options = {}
+        if url.startswith(tracking.SQLITE):
+            database = Path(url.removeprefix(tracking.SQLITE))
+            database.parent.mkdir(parents=True, exist_ok=True)  # a file in the way: OSError
+            options = {"creator": partial(sqlite_connection, database)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(

@@ -11,7 +11,6 @@ ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -165,9 +164,7 @@ def run_sweep(args, own: dict) -> int:
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
     hydra_once.skip_job_check()
     hydra_once.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
-    if warming:
-        warming.join()
-    return launch(parent, hydra_argv)
+    return launch(parent, hydra_argv, warming)
 
 
 def warm_workers(launcher: DictConfig) -> threading.Thread | None:
@@ -243,10 +240,18 @@ def import_job_modules() -> None:
     hydra_once.reuse_in_this_process()
 
 
-def launch(parent: sweep.Parent, hydra_argv: list[str]) -> int:
-    """Hydra's multirun with the configured launcher, then the parent ended; the exit code."""
+def launch(
+    parent: sweep.Parent, hydra_argv: list[str], warming: threading.Thread | None = None
+) -> int:
+    """Hydra's multirun with the configured launcher, once its workers are warm (``warming``),
+    then the parent ended; the exit code."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach us, to become one line
-    body = partial(launch_until_done, parent, hydra_argv)
+
+    def body() -> None:
+        if warming:
+            warming.join()  # in the body: a stop meanwhile ends the parent KILLED
+        launch_until_done(parent, hydra_argv)
+
     return stops.run_to_end(body, partial(sweep.finish, parent), parent)
 
 
@@ -293,13 +298,13 @@ def cli(argv: list[str]) -> None:
         fail(config.error_line(error))
     except (InputError, tracking.StoreError) as error:
         fail(error)
+    except KeyboardInterrupt as stop:  # before any run was created
+        sys.exit(stops.exit_code(stop))
     sys.argv = [sys.argv[0], *rest]
     try:
         main()
-    except stops.Terminated:
-        sys.exit(128 + signal.SIGTERM)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
+    except KeyboardInterrupt as stop:
+        sys.exit(stops.exit_code(stop))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pipeline.config import (
     training_bytes,
     validate,
 )
-from pipeline.data import BUNDLED_SHAPES
+from pipeline.data import BUNDLED_SHAPES, load
 from pipeline.search import compose_search
 from pipeline.search_space import corners, distributions
 from pipeline.studies import pruner
@@ -105,6 +105,13 @@ def test_the_command_line_changes_the_search_space(compose_config):
     assert dimensions["model.activation"] == CategoricalDistribution(["relu", "tanh"])
     assert dimensions["model.width"] == IntDistribution(2, 128, log=True)
     assert dimensions["train.learning_rate"] == FloatDistribution(0.001, 3.0, log=True)
+
+
+def test_a_log_scale_on_a_range_is_kept_or_refused():
+    (width,) = distributions({"model.width": "tag(log,range(2,128))"}).values()
+    assert width == IntDistribution(2, 127, log=True)
+    with pytest.raises(ConfigError, match="step is 1"):  # Optuna's rule for a log scale
+        distributions({"model.width": "tag(log,range(2,128,2))"})
 
 
 @pytest.mark.parametrize("name", PRUNERS)
@@ -288,3 +295,17 @@ def test_hydra_does_not_compose_a_planned_grid_a_second_time(monkeypatch):
     sweeper = classes["hydra._internal.core_plugins.basic_sweeper.BasicSweeper"](None)
     # no config: Hydra's own check would fail at once
     assert sweeper.validate_batch_is_legal([["model.depth=1"]]) is None
+
+
+@pytest.mark.parametrize("n_features", [2, 3, 6])
+def test_classification_accepts_the_most_classes_scikit_learn_makes_and_no_more(
+    compose_config, n_features
+):
+    most = 2 ** max(2, n_features // 2)  # scikit-learn: n_classes <= 2**n_informative
+    ok = compose_config("dataset=classification", f"dataset.n_features={n_features}",
+                        f"dataset.n_classes={most}", f"dataset.n_samples={40 * most}")  # fmt: skip
+    validate(ok)
+    assert load(ok.dataset, seed=0).n_classes == most  # scikit-learn makes them
+    too_many = OmegaConf.merge(ok, {"dataset": {"n_classes": most + 1}})
+    with pytest.raises(ConfigError, match=f"at most {most} classes"):
+        validate(too_many)
