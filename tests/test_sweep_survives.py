@@ -197,6 +197,24 @@ def test_dry_run_lists_the_jobs_and_writes_nothing(store, tmp_path):
     assert not (tmp_path / "store").exists() and not (tmp_path / "multirun").exists()
 
 
+def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
+    """Before the parent exists, SIGTERM is exit 143 (SIGINT 130, tests/test_search_corners.py),
+    no traceback, nothing created."""
+    signum = signal.SIGTERM
+    uri, _ = store
+    big = ["model.width=range(1,4001)"]  # 4,000 jobs checked: several seconds
+    sweep = start(uri, tmp_path, *big)
+    time.sleep(4)  # imported, its workers warming, checking
+    assert sweep.poll() is None
+    workers = descendants(sweep.pid)
+    sweep.send_signal(signum)
+    assert sweep.wait(timeout=60) == 128 + signum
+    assert gone_within(workers, 10)
+    errors = (tmp_path / "err-out.txt").read_text()
+    assert "Traceback" not in errors and len(errors.strip().splitlines()) <= 1, errors
+    assert not started(tmp_path) and not (tmp_path / "store").exists()
+
+
 def test_resume_refuses_what_it_cannot_do(compose_config, store, tmp_path):
     uri, client = store
     single = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
