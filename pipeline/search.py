@@ -213,6 +213,8 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
     """Check the search, then create its study and parent, or join or reopen them; errors
     are InputError, ConfigError or Hydra's, before any trial runs."""
     config_name = "config"
+    if resume:
+        sweep.check_resume_target(resume)
     task, _, hydra_own = sweep.split_overrides(argv)
     if hydra_own:
         raise InputError(f"{hydra_own[0]} is Hydra's: a search's settings are search.* "

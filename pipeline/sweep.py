@@ -221,6 +221,13 @@ def _write_json(value, path: Path) -> None:
     path.write_text(json.dumps(value, indent=1))
 
 
+def check_resume_target(which: str) -> None:
+    """InputError if ``which``, given to --resume, is an override (its value forgotten): no
+    store is opened for a mistaken command line."""
+    if "=" in which:
+        raise InputError(f"--resume takes a parent run id or latest, not {which}")
+
+
 def find(client: MlflowClient, which: str) -> Run:
     """The parent run ``which`` (a run id, or ``latest``); InputError if it is not a sweep's."""
     run = results.latest_sweep(client) if which == "latest" else tracking.get_run(client, which)

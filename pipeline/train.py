@@ -112,6 +112,8 @@ def run_sweep(args, own: dict) -> int:
     """Plan and check the sweep, create or reopen its parent, let Hydra launch the jobs, end
     the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
     name = args.config_name or "config"
+    if own.get("resume"):
+        sweep.check_resume_target(own["resume"])
     task, plain, hydra_own = sweep.split_overrides(args.overrides, RunMode.MULTIRUN)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)

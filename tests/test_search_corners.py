@@ -213,3 +213,12 @@ def test_resume_takes_overrides_on_both_sides_of_the_option(store, tmp_path):
 )
 def test_a_password_is_hidden_wherever_it_is_in_a_url(url, shown):
     assert studies.hidden_password(url) == shown
+
+
+@pytest.mark.slow
+def test_resume_given_an_override_is_one_line(store, tmp_path):
+    """``--resume tracking.uri=...`` (the run id forgotten) took the override for a run id
+    and opened the default store (mlruns/), making its mlflow.db and optuna.db."""
+    uri, _ = store
+    done = run_cli("pipeline.search", "--resume", f"tracking.uri={uri}", cwd=tmp_path)
+    assert_one_error_line(done, "--resume takes a parent run id or latest, not tracking.uri=")

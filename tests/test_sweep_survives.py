@@ -221,6 +221,7 @@ def test_resume_refuses_what_it_cannot_do(compose_config, store, tmp_path):
     for target, message in [
         ("feedbeef", "error: run 'feedbeef' not found in sqlite:///"),
         (single.run_id, f"error: cannot resume: run {single.run_id} is not a sweep's parent"),
+        ("seed=3", "error: --resume takes a parent run id or latest, not seed=3"),
     ]:
         done = run_cli("pipeline.train", "-m", "--resume", target, f"tracking.uri={uri}",
                        cwd=tmp_path)  # fmt: skip
