@@ -44,8 +44,8 @@ def distribution(override) -> BaseDistribution:
     float ``range``: its values; ``interval``: floats, or integers with ``int(...)``; tag
     ``log``: a log scale."""
     key, value = override.key_or_group, override.value()
+    text = override.input_line.partition("=")[2]
     if key.split(".")[0] in config.NOT_IN_DIGEST:
-        text = override.input_line.partition("=")[2]
         raise config.ConfigError(key, text, "changes no trial's result: not a dimension")
     try:
         if isinstance(value, ChoiceSweep):
@@ -62,9 +62,9 @@ def distribution(override) -> BaseDistribution:
                 return IntDistribution(value.start, value.end, log=log)
             return FloatDistribution(value.start, value.end, log=log)
     except (ValueError, IndexError) as error:  # Optuna's check of the ends, an empty range
-        raise config.ConfigError(key, override.input_line.partition("=")[2], str(error)) from None
+        raise config.ConfigError(key, text, str(error)) from None
     rule = "a search's dimension is range(...), choice(...) or interval(...)"
-    raise config.ConfigError(key, override.input_line.partition("=")[2], rule)
+    raise config.ConfigError(key, text, rule)
 
 
 def corners(space: Mapping[str, BaseDistribution]) -> list[list[str]]:

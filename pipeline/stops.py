@@ -129,8 +129,9 @@ def run_to_end(
         body()
         status, code = "FINISHED", 0
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated) or signal.SIGTERM in stopped_by
-        status, code = "KILLED", 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        # Ray's get turns our Terminated into a KeyboardInterrupt: the signal says which
+        by_sigterm = signal.SIGTERM in stopped_by
+        status, code = "KILLED", exit_code(interruption(signal.SIGTERM) if by_sigterm else stop)
     except Exception as error:  # any failure of the launcher ends the sweep, in one line
         print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
               file=sys.stderr, flush=True)  # fmt: skip

@@ -134,7 +134,7 @@ def run_sweep(args, own: dict) -> int:
                     f"{run.info.run_name} resumes with the jobs it recorded: drop {' '.join(extra)}"
                 )
             task = recorded["argv"]
-            plain = [o for o in sweep.split_overrides(task)[1]] + hydra_own
+            plain = sweep.split_overrides(task)[1] + hydra_own
             cfg = compose(name, overrides=plain, return_hydra_config=True)
         if cfg.search.space:
             raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
