@@ -18,7 +18,7 @@ export PORT
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep search ui server reproduce register report test test-load test-ray test-fast lint format bench clean
+.PHONY: help install sweep search ui server reproduce register report gradcheck test test-load test-ray test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N trials; RESUME=<par
 
 report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent run id>")
 	$(PY) -m pipeline.report $(ARGS)
+
+gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="model.depth=3")
+	$(PY) -m pipeline.gradcheck $(ARGS)
 
 test: $(VENV)  ## run the whole test suite
 	$(PY) -m pytest $(TESTS)
