@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 .DEFAULT_GOAL := help
 SWEEP  ?= default
 ARGS   ?=
-# PORT and HOST (make ui, make server): default 5000 and 127.0.0.1, set in pipeline/tracking.py
+# PORT and HOST (make ui, make server): default 5000 and 127.0.0.1, set in pipeline/store/tracking.py
 # make server: its own store and proxied artifacts under mlruns/ unless given (BACKEND_URI may be
 # a PostgreSQL URL); the defaults live in pipeline/server.py
 BACKEND_URI ?=
@@ -51,7 +51,7 @@ register: $(VENV)  ## a run's network in the Model Registry, alias champion: RUN
 	@test -n "$(RUN)" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
 	$(PY) -m pipeline.register $(RUN) $(ARGS)
 
-# make search: N trials (default: search.n_trials in pipeline/config.py)
+# make search: N trials (default: search.n_trials in pipeline/job/config.py)
 search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N trials; RESUME=<parent id>|latest
 	$(PY) -m pipeline.search $(if $(RESUME),--resume $(RESUME)) $(if $(N),search.n_trials=$(N)) \
 		$(ARGS)
@@ -76,9 +76,10 @@ test-ray:  ## sweeps on a local Ray cluster (tests/test_ray.py), in .venv-ray wi
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
-lint: $(VENV)  ## ruff check and format check
+lint: $(VENV)  ## ruff check, format check, and the import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo --no-cache
 
 format: $(VENV)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -33,7 +33,7 @@ from pipeline.nn import (
     initialize_parameters_deep,
     update_parameters,
 )
-from pipeline.process import keep_freed_memory
+from pipeline.processes.settings import keep_freed_memory
 
 DIMS = [20, 64, 64, 64, 1]
 LEARNING_RATE = 0.1

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from pipeline import tracking
+from pipeline.store import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERATIONS_TARGET, ACCURACY_TARGET = 0.6, 0.01

@@ -21,8 +21,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from pipeline import config
-from pipeline.job import run_job
+from pipeline.job import config
+from pipeline.job.run import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPTHS, WIDTHS = (1, 2), (2, 4, 8, 16, 32)

@@ -32,10 +32,12 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import config, plots, process, tracking
-from pipeline import data as datasets
-from pipeline.job import run_job
-from pipeline.training import Point, layer_dims, train
+from pipeline.job import config
+from pipeline.job import data as datasets
+from pipeline.job.loop import Point, layer_dims, train
+from pipeline.job.run import run_job
+from pipeline.processes import settings
+from pipeline.store import plots, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 config.register()
@@ -341,7 +343,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     extra = args.sweep_args.split()
-    process.tune_for_jobs()  # as a sweep's worker runs its jobs
+    settings.tune_for_jobs()  # as a sweep's worker runs its jobs
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)

@@ -18,9 +18,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import config
-from pipeline import data as datasets
-from pipeline.errors import InputError, fail
+from pipeline.job import config
+from pipeline.job import data as datasets
+from pipeline.job.loop import layer_dims
 from pipeline.nn import L_model_backward, initialize_parameters_deep
 from pipeline.nn.gradient_check import (
     EPSILON,
@@ -29,7 +29,7 @@ from pipeline.nn.gradient_check import (
     layer_line,
     verdict,
 )
-from pipeline.training import layer_dims
+from pipeline.processes.errors import InputError, fail
 
 config.register()
 BATCH = 64  # training examples the gradients are checked on

@@ -8,10 +8,13 @@ one line and exit 2, nothing registered.
 """
 
 import argparse
+from functools import partial
 
-from pipeline import process, tracking
-from pipeline.errors import InputError, fail
-from pipeline.registry import ALIAS, best_run_id, register
+from pipeline.job.recorded import training_of
+from pipeline.processes import settings
+from pipeline.processes.errors import InputError, fail
+from pipeline.store import tracking
+from pipeline.store.model import ALIAS, best_run_id, register
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
     try:
         run_id = best_run_id(client) if args.run == "best" else args.run
-        done = register(client, run_id)
+        done = register(client, run_id, partial(training_of, client))
     except InputError as error:
         fail(error)
     print(f"registered {done.name} version {done.version} ({ALIAS}) from run {done.run_id}")
@@ -30,5 +33,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    process.skip_final_collection()
+    settings.skip_final_collection()
     main()

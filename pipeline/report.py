@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipeline import plots, process, results, tracking
-from pipeline.errors import InputError, fail
+from pipeline.processes import settings
+from pipeline.processes.errors import InputError, fail
+from pipeline.store import plots, tables, tracking
 
 SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "val_cost",
          "test_cost", "train_accuracy", "val_accuracy", "test_accuracy", "seconds"]  # fmt: skip
@@ -34,7 +35,7 @@ def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, li
         return args.experiment, jobs, None
     run_id = args.sweep or args.run
     if run_id is None:
-        latest = results.latest_sweep(client)
+        latest = tables.latest_sweep(client)
         if latest is None:
             raise InputError(f"the store {client.tracking_uri} has no runs: run `make sweep` first")
         run_id = latest.info.run_id
@@ -42,7 +43,7 @@ def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, li
     if tracking.SWEEP_TAG in run.data.tags:
         return (
             run.info.run_name,
-            results.latest_attempts(tracking.child_runs(client, run_id)),
+            tables.latest_attempts(tracking.child_runs(client, run_id)),
             run_id,
         )
     if args.sweep:
@@ -63,9 +64,9 @@ def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> lis
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "runs.csv").write_text(table.to_csv(index=False))
     (folder / "runs.md").write_text(to_markdown(table[SHOWN]))
-    curves = results.train_cost_curves(client, table.run_id)
+    curves = tables.train_cost_curves(client, table.run_id)
     plots.save_png(plots.curves_by_depth(table, curves), folder / "cost_curves.png")
-    heatmap = plots.accuracy_heatmaps(table, results.chosen_by(table))
+    heatmap = plots.accuracy_heatmaps(table, tables.chosen_by(table))
     plots.save_png(heatmap, folder / "accuracy_heatmap.png")
     return sorted(folder.iterdir())
 
@@ -85,14 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         name, runs, parent = select_runs(client, args)
     except InputError as error:
         fail(error)
-    note = parent and results.unfinished(client, client.get_run(parent))
+    note = parent and tables.unfinished(client, client.get_run(parent))
     if note:
         print(note, flush=True)
     if not runs:
         fail(f"{name} has no runs to report")
-    table = results.runs_table(runs)
+    table = tables.runs_table(runs)
     files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
-    print(f"{name}: {len(table)} runs, {results.counts_line(table)}")
+    print(f"{name}: {len(table)} runs, {tables.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
     if parent:
@@ -101,6 +102,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    process.skip_final_collection()
-    process.give_up_on_silent_servers()
+    settings.skip_final_collection()
+    settings.give_up_on_silent_servers()
     main()

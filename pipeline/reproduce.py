@@ -12,99 +12,22 @@ import argparse
 import logging
 import math
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import process, tracking
-from pipeline.config import ADDED_LATER, Config, ConfigError, validate
-from pipeline.errors import InputError, fail, first_line
-from pipeline.job import run_job, run_name
-from pipeline.tracking import flatten
+from pipeline.job.recorded import config_file, recorded_config
+from pipeline.job.run import run_job, run_name
+from pipeline.processes import settings
+from pipeline.processes.errors import InputError, fail
+from pipeline.store import tracking
 
 # test_cost: one final point, or a whole curve in runs without a validation part
 CURVES = ("train_cost", "val_cost", "test_cost")
+
+
 FINAL = ("train_accuracy", "val_accuracy", "test_accuracy", "best_iteration", "stopped_at")
-
-
-def parse_config(text: str, source: str) -> DictConfig:
-    """The recorded config, typed by the schema and checked; InputError if it is not one.
-
-    A recorded config has every key of the schema of its day: a key added since
-    (ADDED_LATER) may be missing and takes the value that means the behaviour from before
-    it; any other missing key is refused. The error never quotes the file: it may be
-    anything (a path given by mistake), and its lines would end up in logs.
-    """
-    try:
-        recorded = OmegaConf.create(text)  # OmegaConf's YAML: 1e-5 is a float
-    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"{source} is not a config: not valid YAML{where}") from None
-    keys = (
-        set(flatten(OmegaConf.to_container(recorded)))
-        if isinstance(recorded, DictConfig)
-        else set()
-    )
-    schema = set(flatten(OmegaConf.to_container(OmegaConf.structured(Config))))
-    if not keys & schema:
-        raise InputError(f"{source} is not a config: it has none of the config's keys")
-    missing = sorted(schema - keys - ADDED_LATER.keys())
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise InputError(
-            f"{source} is not a complete recorded config: it lacks {', '.join(missing[:3])}{more}"
-        )
-    base = OmegaConf.structured(Config)
-    for key, value in ADDED_LATER.items():
-        OmegaConf.update(base, key, value, merge=False)
-    try:
-        cfg = OmegaConf.merge(base, recorded)
-    except (OmegaConfBaseException, ValueError) as error:  # an unknown key, a wrong type
-        key = getattr(error, "full_key", None)
-        where = f" at {key}" if key else ""
-        raise InputError(
-            f"{source} is not a valid config{where}: {first_line(error, type(error).__name__)}"
-        ) from None
-    try:
-        validate(cfg)
-    except ConfigError as error:
-        raise InputError(f"{source}: {error}") from None
-    return cfg
-
-
-def recorded_config(client: MlflowClient, run_id: str) -> tuple[DictConfig, str]:
-    """The config.yaml of ``run_id`` and the run's experiment id."""
-    run = tracking.get_run(client, run_id)
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = download_artifacts(
-                run_id=run_id,
-                artifact_path="config.yaml",
-                dst_path=folder,
-                tracking_uri=client.tracking_uri,
-            )
-            text = Path(path).read_text()
-        except (MlflowException, OSError):
-            raise InputError(f"run {run_id} has no config.yaml artifact to reproduce") from None
-    return parse_config(text, f"config.yaml of run {run_id}"), run.info.experiment_id
-
-
-def config_file(path: str) -> DictConfig:
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(
-            f"cannot read config file {path}: {first_line(error, type(error).__name__)}"
-        ) from None
-    return parse_config(text, path)
 
 
 @dataclass
@@ -197,5 +120,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    process.tune_for_jobs()  # it trains
+    settings.tune_for_jobs()  # it trains
     main()

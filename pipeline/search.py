@@ -3,7 +3,7 @@
     make search N=30 [ARGS="overrides"] [RESUME=<parent run id>|latest]
 
 Optuna's TPE sampler proposes each trial's values from the space in ``conf/sweep/search.yaml``
-(``search.space``); each trial is one job (``pipeline.job.run_job``) whose config Hydra's
+(``search.space``); each trial is one job (``pipeline.job.run.run_job``) whose config Hydra's
 compose API builds, as a grid's jobs are, and a child run of the search's parent run. The
 study maximises the validation accuracy. At each logged point a trial reports ``-val_cost``
 (higher is better, as in the study's direction, in which pruners compare intermediate
@@ -22,7 +22,8 @@ the command line's overrides, so that a process joining it (the same ``search.st
 resuming it (``--resume``) adds trials to the same parent, with the same config. Each
 process on the study registers itself there; the last one to stop ends the parent.
 
-The space is ``pipeline.search_space``'s, the study's storage and pruner ``pipeline.studies``'s.
+The space is ``pipeline.sweeps.dimensions``'s, the study's storage and pruner
+``pipeline.sweeps.studies``'s.
 """
 
 import argparse
@@ -46,20 +47,13 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import (
-    config,
-    process,
-    results,
-    search_space,
-    stops,
-    studies,
-    sweep,
-    tracking,
-    workers,
-)
-from pipeline.errors import InputError, fail
-from pipeline.job import Outcome, run_job, run_name
-from pipeline.training import Point, Stop
+from pipeline.job import config
+from pipeline.job.loop import Point, Stop
+from pipeline.job.run import Outcome, run_job, run_name
+from pipeline.processes import settings, stopping, workers
+from pipeline.processes.errors import InputError, fail
+from pipeline.store import tables, tracking
+from pipeline.sweeps import dimensions, grid, parent_run, studies
 
 config.register()
 TRIAL_TAG = "optuna_trial"  # a trial's run: its number in the study
@@ -76,7 +70,7 @@ class Launch:
     space: dict[str, str]  # key -> a dimension in Hydra's sweep syntax
     storage: str  # the study's database URL
     study: str
-    parent: sweep.Parent
+    parent: parent_run.Parent
     launcher: str  # host:pid of the process that started the workers
     n_trials: int  # this process's trials, over all its workers
     workers: int
@@ -113,9 +107,9 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
     """One trial: its values sampled, its config composed, its job run under the parent; the
     selection accuracy. A pruned trial raises TrialPruned; a diverged one returns NaN, which
     Optuna records as FAIL, so the sampler does not take it for a poor result."""
-    values = {key: search_space.suggest(trial, key, d) for key, d in space.items()}
+    values = {key: dimensions.suggest(trial, key, d) for key, d in space.items()}
     overrides = [*launch.overrides, *(f"{key}={value}" for key, value in values.items())]
-    cfg = sweep.job_config(launch.config_name, overrides)
+    cfg = grid.job_config(launch.config_name, overrides)
     if cfg.search.storage:  # recorded with the trial's config.yaml; the worker has its own
         cfg.search.storage = studies.hidden_password(cfg.search.storage)
     trial.set_user_attr(studies.PROCESS_ATTR, launch.launcher)  # its process, if it stops
@@ -124,16 +118,16 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
         "sweep_id": launch.parent.run_id,
         "job_number": trial.number,
         TRIAL_TAG: trial.number,
-        results.STUDY_TAG: launch.study,
-        results.LAUNCHER_TAG: launch.launcher,
-        sweep.WORKER_TAG: os.getpid(),
+        tables.STUDY_TAG: launch.study,
+        tables.LAUNCHER_TAG: launch.launcher,
+        parent_run.WORKER_TAG: os.getpid(),
     }
     outcome = run_job(
         cfg,
         tags=tags,
         parent_run_id=launch.parent.run_id,
         experiment_id=launch.parent.experiment_id,
-        listeners=[Pruning(trial, pruner_name), stops.raise_if_stopped],
+        listeners=[Pruning(trial, pruner_name), stopping.raise_if_stopped],
     )
     trial.set_user_attr(studies.RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
@@ -146,7 +140,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
 def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
     r = outcome.result
     if r.pruned:
-        status, how = results.PRUNED, f"at iteration {r.stopped_at}"
+        status, how = tables.PRUNED, f"at iteration {r.stopped_at}"
     else:
         status, how = outcome.status, r.accuracies
     return f"[trial {number}] {run_name(cfg):16} {status:8} {how}  {r.seconds:.1f}s"
@@ -154,25 +148,23 @@ def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
 
 def work(launch: Launch, n_trials: int, worker: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
-    process.tune_for_jobs()  # a worker process's own settings, as a sweep's
-    stops.catch_stops()
-    stops.watch_launcher(launch.parent, partial(abandon, launch))
+    settings.tune_for_jobs()  # a worker process's own settings, as a sweep's
+    stopping.catch_stops()
+    stopping.watch_launcher(launch.parent.launcher_pid, partial(abandon, launch))
     # one line per trial (progress_line): the job's own log lines and Optuna's stay quiet
-    for name in ("pipeline.training", "pipeline.job"):
+    for name in ("pipeline.job.loop", "pipeline.job.run"):
         logging.getLogger(name).addHandler(logging.NullHandler())
         logging.getLogger(name).propagate = False
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
-        cfg = sweep.job_config(launch.config_name, launch.overrides)
+        cfg = grid.job_config(launch.config_name, launch.overrides)
         seed = studies.sampler_seed(launch.seed, launch.n_before, worker, launch.salt)
         # constant liar: a trial still running counts as a poor one, so that workers sampling
         # at the same time do not all propose the same region
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         storage = studies.open_storage(launch.storage)
         study = studies.load(storage, launch.study, sampler=sampler, pruner=studies.pruner(cfg))
-        run = partial(
-            objective, launch, search_space.distributions(launch.space), cfg.search.pruner
-        )
+        run = partial(objective, launch, dimensions.distributions(launch.space), cfg.search.pruner)
         study.optimize(run, n_trials=n_trials)
 
 
@@ -195,17 +187,17 @@ def compose_search(config_name: str, task: list[str]) -> tuple[DictConfig, dict,
     parsed = OverridesParser.create().parse_overrides(task)
     if not any(o.key_or_group == "sweep" for o in parsed):
         task = ["sweep=search", *task]
-    plain = sweep.split_overrides(task)[1]
+    plain = grid.split_overrides(task)[1]
     cfg = compose(config_name, overrides=plain)
     config.validate(cfg)
     config.check_trial(cfg)
-    space, plain = search_space.split_space(cfg.search.space, task)
+    space, plain = dimensions.split_space(cfg.search.space, task)
     if not space:
         raise InputError(
             f"sweep={cfg.sweep_name} has no search space: give one in search.space or on the "
             "command line, e.g. 'model.depth=range(0,5)'"
         )
-    search_space.check_corners(config_name, plain, search_space.distributions(space))
+    dimensions.check_corners(config_name, plain, dimensions.distributions(space))
     return cfg, space, plain
 
 
@@ -214,8 +206,8 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
     are InputError, ConfigError or Hydra's, before any trial runs."""
     config_name = "config"
     if resume:
-        sweep.check_resume_target(resume)
-    task, _, hydra_own = sweep.split_overrides(argv)
+        parent_run.check_resume_target(resume)
+    task, _, hydra_own = grid.split_overrides(argv)
     if hydra_own:
         raise InputError(f"{hydra_own[0]} is Hydra's: a search's settings are search.* "
                          "(search.n_trials, search.workers, ...)")  # fmt: skip
@@ -237,7 +229,7 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             raise InputError(f"the study {study.study_name} {why}: give another search.study=")
         parent = None
         if not study:
-            name = name or sweep.parent_name(cfg.sweep_name)
+            name = name or parent_run.parent_name(cfg.sweep_name)
             study, parent = create(client, cfg, storage, url, name, space, task, own)
         if parent is None:  # joined or resumed: the study's config, this process's settings
             run_id = parent_run_id(study)
@@ -249,7 +241,7 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             cfg, space, plain = compose_search(config_name, [*recorded, *own])
             parent = join(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
-    me = results.launcher_id()
+    me = tables.launcher_id()
     salt = zlib.crc32(me.encode()) if studies.others_working(study, me) else 0
     return Launch(config_name, plain, space, url, study.study_name, parent, me,
                   cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before, salt)  # fmt: skip
@@ -259,8 +251,8 @@ def resumed(
     client: MlflowClient, storage: optuna.storages.RDBStorage, url: str, which: str
 ) -> optuna.Study:
     """The study of the search ``which`` (its parent's run id, or latest)."""
-    run = sweep.find(client, which)
-    name = run.data.tags.get(results.STUDY_TAG)
+    run = parent_run.find(client, which)
+    name = run.data.tags.get(tables.STUDY_TAG)
     if name is None:
         raise InputError(f"{run.info.run_name} is a grid sweep: resume it with "
                          f"make sweep RESUME={run.info.run_id}")  # fmt: skip
@@ -280,7 +272,7 @@ def create(
     space: dict[str, str],
     task: list[str],
     own: list[str],
-) -> tuple[optuna.Study, sweep.Parent | None]:
+) -> tuple[optuna.Study, parent_run.Parent | None]:
     """A new study ``name`` and its parent run of the same name, this process working on it;
     (the study, the parent). If another process has just made a study of that name (both
     started with the same search.study), (that study, None): this process joins it."""
@@ -293,12 +285,12 @@ def create(
     try:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
         params = {f"sweep.{key}": text for key, text in space.items()}
-        tags = {results.STUDY_TAG: name, STORAGE_TAG: studies.hidden_password(url)}
+        tags = {tables.STUDY_TAG: name, STORAGE_TAG: studies.hidden_password(url)}
         argv = [studies.hidden_password(o) for o in task]
-        run_id = sweep.start_parent(
-            client, experiment, name, argv, search_space.swept(space), params, tags
+        run_id = parent_run.start_parent(
+            client, experiment, name, argv, dimensions.swept(space), params, tags
         )
-        study.set_user_attr(studies.LAUNCHER_ATTR + results.launcher_id(), "running")
+        study.set_user_attr(studies.LAUNCHER_ATTR + tables.launcher_id(), "running")
         study.set_user_attr(studies.OVERRIDES_ATTR, [o for o in task if o not in own])
         study.set_user_attr(studies.PARENT_ATTR, run_id)  # last: what a joining process waits for
     except BaseException as error:
@@ -307,7 +299,7 @@ def create(
             stopped = isinstance(error, KeyboardInterrupt)
             client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
-    return study, sweep.Parent(run_id, experiment, client.tracking_uri, None, os.getpid())
+    return study, parent_run.Parent(run_id, experiment, client.tracking_uri, None, os.getpid())
 
 
 def new_study(storage: optuna.storages.RDBStorage, name: str, numbered: bool) -> optuna.Study:
@@ -347,11 +339,11 @@ def parent_run_id(study: optuna.Study) -> str:
     return run_id
 
 
-def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent:
+def join(client: MlflowClient, study: optuna.Study, run_id: str) -> parent_run.Parent:
     """The study's parent ``run_id``, this process working on it. With no other process
     working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
     (KILLED, FAIL)."""
-    me = results.launcher_id()
+    me = tables.launcher_id()
     # first: no other process reopens the parent under our feet
     study.set_user_attr(studies.LAUNCHER_ATTR + me, "running")
     try:
@@ -361,8 +353,8 @@ def join(client: MlflowClient, study: optuna.Study, run_id: str) -> sweep.Parent
                          "use the store it was started with (tracking.uri=)") from None  # fmt: skip
     if run.info.status != "RUNNING" or not studies.others_working(study, me):
         studies.fail_running_trials(study)
-        sweep.reopen(client, run_id, "its search stopped before the trial ended")
-    return sweep.Parent(run_id, run.info.experiment_id, client.tracking_uri, None, os.getpid())
+        parent_run.reopen(client, run_id, "its search stopped before the trial ended")
+    return parent_run.Parent(run_id, run.info.experiment_id, client.tracking_uri, None, os.getpid())
 
 
 def stop(launch: Launch, status: str, seconds: float) -> None:
@@ -374,7 +366,7 @@ def stop(launch: Launch, status: str, seconds: float) -> None:
         print(f"this process's trials ended ({status.lower()}); the search goes on in "
               f"{', '.join(others)}: the last to end ends its parent run", flush=True)  # fmt: skip
     else:
-        sweep.finish(launch.parent, status, seconds)
+        parent_run.finish(launch.parent, status, seconds)
     print(studies.study_line(study, launch.storage), flush=True)
 
 
@@ -383,7 +375,7 @@ def abandon(launch: Launch, why: str) -> None:
     and the parent ends KILLED unless another process works on the study."""
     study = end_part(launch, why)
     if not studies.others_working(study, launch.launcher):
-        sweep.abandon(launch.parent, why)
+        parent_run.abandon(launch.parent, why)
 
 
 def end_part(launch: Launch, why: str) -> optuna.Study:
@@ -393,7 +385,7 @@ def end_part(launch: Launch, why: str) -> optuna.Study:
     study = studies.load(studies.open_storage(launch.storage), launch.study)
     study.set_user_attr(studies.LAUNCHER_ATTR + launch.launcher, "done")
     for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
-        if run.data.tags.get(results.LAUNCHER_TAG) == launch.launcher:
+        if run.data.tags.get(tables.LAUNCHER_TAG) == launch.launcher:
             tracking.end_killed(client, run.info.run_id, why)
     studies.fail_running_trials(study, launch.launcher)
     return study
@@ -408,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. search.n_trials=20")
     args = parser.parse_intermixed_args(argv)  # overrides on both sides of --resume
-    stops.catch_stops()
+    stopping.catch_stops()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what it does
     try:
         launch = prepare(args.overrides, args.resume)
@@ -417,12 +409,13 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as error:
         fail(error)
     except KeyboardInterrupt as interrupted:  # before the search started: nothing is left
-        sys.exit(stops.exit_code(interrupted))
+        sys.exit(stopping.exit_code(interrupted))
     print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
-          f"{search_space.swept(launch.space)}; {launch.n_before} trials before; parent run "
+          f"{dimensions.swept(launch.space)}; {launch.n_before} trials before; parent run "
           f"{launch.parent.run_id}", flush=True)  # fmt: skip
     body, end = partial(run_workers, launch), partial(stop, launch)
-    sys.exit(stops.run_to_end(body, end, launch.parent, "search"))
+    wait = partial(parent_run.wait_for_running_jobs, launch.parent)
+    sys.exit(stopping.run_to_end(body, end, wait, "search"))
 
 
 if __name__ == "__main__":
@@ -430,5 +423,5 @@ if __name__ == "__main__":
     # pipeline.search then, not by value from __main__, which a worker cannot import.
     from pipeline.search import main as importable_main
 
-    process.tune_for_jobs()
+    settings.tune_for_jobs()
     importable_main()

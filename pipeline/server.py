@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline import process, tracking
-from pipeline.ui import add_address_arguments, serve
+from pipeline.processes import settings
+from pipeline.store import tracking
+from pipeline.store.web import add_address_arguments, serve
 
 DEFAULT_BACKEND = "sqlite:///mlruns/server/mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns/server/artifacts"
@@ -40,5 +41,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    process.skip_final_collection()
+    settings.skip_final_collection()
     main()

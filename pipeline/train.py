@@ -20,15 +20,17 @@ from functools import partial
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from pipeline import config, hydra_once, process, results, stops, sweep, tracking, workers
-from pipeline.errors import InputError, fail, first_line
+from pipeline.job import config
+from pipeline.processes import settings, stopping, workers
+from pipeline.processes.errors import InputError, fail, first_line
+from pipeline.store import tables, tracking
+from pipeline.sweeps import grid, hydra_adapter, parent_run
 
 config.register()
 OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
@@ -41,39 +43,39 @@ def main(cfg: DictConfig) -> float | None:
     None if it diverged."""
     if workers.stopped:
         return None  # this worker was stopped: its sweep is ending
-    process.tune_for_jobs()  # also in a sweep's worker processes
-    hydra_once.reuse_in_this_process()  # for this worker's next jobs
-    stops.catch_stops()
-    from pipeline.job import run_job  # here: a parallel sweep's launcher never trains
+    settings.tune_for_jobs()  # also in a sweep's worker processes
+    hydra_adapter.reuse_in_this_process()  # for this worker's next jobs
+    stopping.catch_stops()
+    from pipeline.job.run import run_job  # here: a parallel sweep's launcher never trains
 
     hydra_cfg = HydraConfig.get()
     tags = {"hydra.overrides": " ".join(hydra_cfg.overrides.task) or "(none)"}
-    parent = sweep.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
+    parent = parent_run.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
-        stops.watch_launcher(parent)
+        stopping.watch_launcher(parent.launcher_pid, partial(parent_run.abandon, parent))
         if config.config_digest(cfg) in parent.done or workers.launcher_died():
             return None  # finished in an earlier attempt, or the launcher is gone
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
         # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
         cfg.tracking.uri = parent.tracking_uri
         tags |= {"sweep_id": parent.run_id, "job_number": hydra_cfg.job.num}
-        tags[sweep.WORKER_TAG] = os.getpid()
+        tags[parent_run.WORKER_TAG] = os.getpid()
         # a sweep prints one line per job; per-iteration progress stays in the job's log file
-        logging.getLogger("pipeline.training").propagate = False
+        logging.getLogger("pipeline.job.loop").propagate = False
     try:
         outcome = run_job(
             cfg,
             tags=tags,
             parent_run_id=parent and parent.run_id,
             experiment_id=parent and parent.experiment_id,
-            listeners=[stops.raise_if_stopped],
+            listeners=[stopping.raise_if_stopped],
         )
     except config.ConfigError as error:
         if parent:  # a sweep's job: Hydra records it as failed
             raise
         fail(error)
     if parent:
-        sweep.report_progress(cfg, outcome, parent, hydra_cfg.job.num)
+        parent_run.report_progress(cfg, outcome, parent, hydra_cfg.job.num)
     else:
         result = outcome.result
         print(f"{outcome.status} run {outcome.run_id}: {result.accuracies}, {result.seconds:.1f}s")
@@ -96,7 +98,7 @@ def parse(argv: list[str]):
             continue
         rest.append(argv[i])
         i += 1
-    args = get_args_parser().parse_args(rest)
+    args = hydra_adapter.args_parser().parse_args(rest)
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
     if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
         fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
@@ -113,8 +115,8 @@ def run_sweep(args, own: dict) -> int:
     the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
     name = args.config_name or "config"
     if own.get("resume"):
-        sweep.check_resume_target(own["resume"])
-    task, plain, hydra_own = sweep.split_overrides(args.overrides, RunMode.MULTIRUN)
+        parent_run.check_resume_target(own["resume"])
+    task, plain, hydra_own = grid.split_overrides(args.overrides, RunMode.MULTIRUN)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
         warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
@@ -123,49 +125,49 @@ def run_sweep(args, own: dict) -> int:
         uri = tracking.tracking_uri(cfg.tracking.uri)
         if own.get("resume"):
             client = tracking.connect(uri)
-            run = sweep.find(client, own["resume"])
-            if results.STUDY_TAG in run.data.tags:
+            run = parent_run.find(client, own["resume"])
+            if tables.STUDY_TAG in run.data.tags:
                 raise InputError(f"{run.info.run_name} is a search: resume it with "
                                  f"make search RESUME={run.info.run_id}")  # fmt: skip
-            recorded = results.recorded_jobs(client, run)
+            recorded = tables.recorded_jobs(client, run)
             extra = [o for o in task if o not in recorded["argv"]]
             if extra:
                 raise InputError(
                     f"{run.info.run_name} resumes with the jobs it recorded: drop {' '.join(extra)}"
                 )
             task = recorded["argv"]
-            plain = sweep.split_overrides(task)[1] + hydra_own
+            plain = grid.split_overrides(task)[1] + hydra_own
             cfg = compose(name, overrides=plain, return_hydra_config=True)
         if cfg.search.space:
             raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
                              "(python -m pipeline.search)")  # fmt: skip
-        plan = sweep.plan(name, cfg, task)
+        plan = grid.plan(name, cfg, task)
         if own.get("resume") and plan.digests != recorded["digests"]:
             raise InputError(
                 f"conf/ has changed since {run.info.run_name} started: its jobs are not the "
                 "same today; resume it from the commit it ran (tag git_commit)"
             )
     if own.get("dry_run"):
-        done = sweep.finished_digests(client, run.info.run_id) if own.get("resume") else None
-        print(sweep.dry_run_listing(plan, done))
+        done = parent_run.finished_digests(client, run.info.run_id) if own.get("resume") else None
+        print(grid.dry_run_listing(plan, done))
         return 0
     client = tracking.connect(uri)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     if own.get("resume"):
-        parent = sweep.resume(client, run, plan, "its launcher stopped before the job ended")
+        parent = parent_run.resume(client, run, plan, "its launcher stopped before the job ended")
         left = plan.n_jobs - len(parent.done)
         print(f"resuming {run.info.run_name}: {plan.n_jobs} jobs, {len(parent.done)} finished, "
               f"{left} to run", flush=True)  # fmt: skip
         if not left:
-            sweep.finish(parent, "FINISHED", 0.0)
+            parent_run.finish(parent, "FINISHED", 0.0)
             return 0
     else:
-        parent = sweep.start(client, experiment, plan)
+        parent = parent_run.start(client, experiment, plan)
         print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
               f"parent run {parent.run_id}", flush=True)  # fmt: skip
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
-    hydra_once.skip_job_check()
-    hydra_once.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
+    hydra_adapter.skip_job_check()
+    hydra_adapter.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
     return launch(parent, hydra_argv, warming)
 
 
@@ -177,13 +179,9 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     """
     if "JoblibLauncher" not in str(launcher.get("_target_", "")):
         return None
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed
 
-    arguments = OmegaConf.to_container(launcher)
-    arguments.pop("_target_")
-    arguments["backend"] = "loky"  # as the launcher sets it
-    process_joblib_cfg(arguments)
+    arguments = hydra_adapter.joblib_arguments(launcher)
     n_workers = os.cpu_count() if arguments["n_jobs"] == -1 else max(1, arguments["n_jobs"])
 
     def warm() -> None:
@@ -236,14 +234,14 @@ def import_job_modules() -> None:
     import sklearn.model_selection
     import sklearn.preprocessing  # noqa: F401
 
-    import pipeline.job
+    import pipeline.job.run
     import pipeline.train  # noqa: F401
 
-    hydra_once.reuse_in_this_process()
+    hydra_adapter.reuse_in_this_process()
 
 
 def launch(
-    parent: sweep.Parent, hydra_argv: list[str], warming: threading.Thread | None = None
+    parent: parent_run.Parent, hydra_argv: list[str], warming: threading.Thread | None = None
 ) -> int:
     """Hydra's multirun with the configured launcher, once its workers are warm (``warming``),
     then the parent ended; the exit code."""
@@ -254,21 +252,22 @@ def launch(
             warming.join()  # in the body: a stop meanwhile ends the parent KILLED
         launch_until_done(parent, hydra_argv)
 
-    return stops.run_to_end(body, partial(sweep.finish, parent), parent)
+    wait = partial(parent_run.wait_for_running_jobs, parent)
+    return stopping.run_to_end(body, partial(parent_run.finish, parent), wait)
 
 
-def launch_until_done(parent: sweep.Parent, hydra_argv: list[str]) -> None:
+def launch_until_done(parent: parent_run.Parent, hydra_argv: list[str]) -> None:
     """Hydra's multirun; when a worker dies (and its pool with it), its job ends FAILED and
     the jobs still to do are launched again, until none is left."""
     while True:
-        sys.argv = [*hydra_argv, sweep.job_env_override(parent)]
+        sys.argv = [*hydra_argv, parent_run.job_env_override(parent)]
         since_ms = int(time.time() * 1000)
         with workers.DeathWatch() as watch:
             try:
                 return main()
             except BrokenProcessPool as error:
                 reason = workers.death_reason(error)
-                if not sweep.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
+                if not parent_run.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
                     raise
         print(f"a worker died ({reason}): its job FAILED; carrying on", flush=True)
 
@@ -279,7 +278,7 @@ def check_single(args) -> DictConfig | None:
     config dir, which Hydra checks itself. ``hydra.*`` is Hydra's own."""
     if args.config_path or args.config_dir:
         return None
-    plain = sweep.split_overrides(args.overrides)[1]
+    plain = grid.split_overrides(args.overrides)[1]
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(args.config_name or "config", overrides=plain)
     config.validate(cfg)
@@ -288,7 +287,7 @@ def check_single(args) -> DictConfig | None:
 
 def cli(argv: list[str]) -> None:
     args, own, rest = parse(argv)
-    stops.catch_stops()
+    stopping.catch_stops()
     try:
         if args.multirun and not (args.config_path or args.config_dir):
             sys.exit(run_sweep(args, own))
@@ -301,12 +300,12 @@ def cli(argv: list[str]) -> None:
     except (InputError, tracking.StoreError) as error:
         fail(error)
     except KeyboardInterrupt as stop:  # before any run was created
-        sys.exit(stops.exit_code(stop))
+        sys.exit(stopping.exit_code(stop))
     sys.argv = [sys.argv[0], *rest]
     try:
         main()
     except KeyboardInterrupt as stop:
-        sys.exit(stops.exit_code(stop))
+        sys.exit(stopping.exit_code(stop))
 
 
 if __name__ == "__main__":
@@ -314,5 +313,5 @@ if __name__ == "__main__":
     # pipeline.train then, not by value from __main__, which a worker cannot import.
     from pipeline.train import cli as importable_cli
 
-    process.tune_for_jobs()
+    settings.tune_for_jobs()
     importable_cli(sys.argv[1:])

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-from pipeline import config
+from pipeline.job import config
 from tests.helpers import CONF, ROOT, fetch, free_port
 
 config.register()

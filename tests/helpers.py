@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline.store import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

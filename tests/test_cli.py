@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from pipeline import tracking
+from pipeline.store import tracking
 from tests.helpers import all_runs, assert_one_error_line, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow

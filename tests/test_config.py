@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 
-from pipeline import hydra_once
-from pipeline.config import (
+from pipeline.job.config import (
     PRUNERS,
     ConfigError,
     config_digest,
@@ -23,12 +22,13 @@ from pipeline.config import (
     training_bytes,
     validate,
 )
-from pipeline.data import BUNDLED_SHAPES, load
+from pipeline.job.data import BUNDLED_SHAPES, load
+from pipeline.job.loop import layer_dims
 from pipeline.search import compose_search
-from pipeline.search_space import corners, distributions
-from pipeline.studies import pruner
-from pipeline.sweep import plan, planned_jobs
-from pipeline.training import layer_dims
+from pipeline.sweeps import hydra_adapter
+from pipeline.sweeps.dimensions import corners, distributions
+from pipeline.sweeps.grid import plan, planned_jobs
+from pipeline.sweeps.studies import pruner
 from tests.helpers import CONF
 
 GROUPS = ["dataset", "model", "train", "tracking"]
@@ -70,20 +70,20 @@ def test_the_default_grid_is_every_combination(compose_config):
     + [["dataset=moons,digits", "model.depth=0,1", "+model.extra=1,{a: 2}", "~seed"]],
 )
 def test_a_sweeps_job_configs_are_hydras_though_composed_once(command_line):
-    """Hydra's launchers compose every job's config again in the worker; hydra_once composes
+    """Hydra's launchers compose every job's config again in the worker; hydra_adapter composes
     once per set of group choices and sets the values. Both give the same config, Hydra's
     own node included (the overrides, the output folder's name)."""
-    hydra_once._composed.clear()
+    hydra_adapter._composed.clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", command_line, RunMode.MULTIRUN)
         jobs = planned_jobs(master.hydra.sweeper, [o for o in command_line if "sweep=" not in o])
         for job in jobs:
-            ours = hydra_once.load_sweep_config(loader, master, job)
-            hydras = hydra_once.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
+            ours = hydra_adapter.load_sweep_config(loader, master, job)
+            hydras = hydra_adapter.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
             assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras), job
             assert ours.hydra.overrides.task == job
-    groups = {key[-1] for key in hydra_once._composed}
+    groups = {key[-1] for key in hydra_adapter._composed}
     assert len(groups) == len({tuple(o for o in job if "dataset" in o) for job in jobs})
 
 
@@ -289,7 +289,7 @@ def test_hydra_does_not_compose_a_planned_grid_a_second_time(monkeypatch):
     from hydra.plugins.sweeper import Sweeper
 
     monkeypatch.setattr(Sweeper, "validate_batch_is_legal", Sweeper.validate_batch_is_legal)
-    hydra_once.skip_job_check()
+    hydra_adapter.skip_job_check()
     Plugins.instance()._initialize()  # the scan executes the basic sweeper's module again
     classes = Plugins.instance().class_name_to_class
     sweeper = classes["hydra._internal.core_plugins.basic_sweeper.BasicSweeper"](None)

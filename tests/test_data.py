@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from sklearn import datasets as sk_datasets
 
-from pipeline import data
-from pipeline.config import DatasetConfig
+from pipeline.job import data
+from pipeline.job.config import DatasetConfig
 from tests.helpers import BEFORE_VALIDATION, ROOT
 
 
@@ -85,7 +85,7 @@ def test_three_disjoint_stratified_parts_of_the_configured_sizes(n_samples, test
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git and the project's history")
 @pytest.mark.parametrize("name", ["moons", "iris", "digits"])
 def test_val_size_zero_is_the_two_way_split_of_before_bit_for_bit(name):
-    """pipeline/data.py as it was before the validation split, from git, against today's."""
+    """pipeline/job/data.py as it was before the validation split, from git, against today's."""
     source = subprocess.run(
         ["git", "show", f"{BEFORE_VALIDATION}:pipeline/data.py"],
         cwd=ROOT, capture_output=True, text=True,

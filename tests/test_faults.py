@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import results, tracking
-from pipeline.config import machine_memory
-from pipeline.job import run_job
+from pipeline.job.config import machine_memory
+from pipeline.job.run import run_job
+from pipeline.store import tables, tracking
 from tests.helpers import all_runs, assert_one_error_line, free_port, run_cli
 
 QUICK = ["train.iterations=40", "train.log_every=4"]
@@ -229,4 +229,4 @@ def test_latest_sweep_is_found_behind_more_than_200_newer_runs(filled_store):
     for i in range(201):  # its jobs start after it
         tracking.start_run(client, experiment, f"job{i}", {}, parent_run_id=parent)
     assert older != parent
-    assert results.latest_sweep(client).info.run_id == parent
+    assert tables.latest_sweep(client).info.run_id == parent

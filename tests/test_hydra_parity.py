@@ -1,7 +1,7 @@
-"""Unusual sweeps a user can write, whose jobs hydra_once (and the launcher's plan, which
+"""Unusual sweeps a user can write, whose jobs hydra_adapter (and the launcher's plan, which
 shares its split of overrides) compose as Hydra does, and which are refused where Hydra
 refuses them. Real Hydra composition, nothing mocked; Hydra's own ``load_sweep_config``
-(``hydra_once.HYDRA_LOAD_SWEEP_CONFIG``) is the oracle. Found by hostile testing: each
+(``hydra_adapter.HYDRA_LOAD_SWEEP_CONFIG``) is the oracle. Found by hostile testing: each
 test failed before its fix."""
 
 import pytest
@@ -12,8 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from pipeline import hydra_once, sweep
-from pipeline.config import config_digest
+from pipeline.job.config import config_digest
+from pipeline.sweeps import grid, hydra_adapter
 from tests.helpers import CONF, run_cli
 
 
@@ -50,15 +50,15 @@ def outcome(load, loader, master, job):
 
 
 def assert_jobs_are_hydras(command_line):
-    hydra_once._composed.clear()
+    hydra_adapter._composed.clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("config", command_line, RunMode.MULTIRUN)
         jobs = sweep_jobs(loader, master)
         assert jobs
         for job in jobs:
-            hydras = outcome(hydra_once.HYDRA_LOAD_SWEEP_CONFIG, loader, master, job)
-            ours = outcome(hydra_once.load_sweep_config, loader, master, job)
+            hydras = outcome(hydra_adapter.HYDRA_LOAD_SWEEP_CONFIG, loader, master, job)
+            ours = outcome(hydra_adapter.load_sweep_config, loader, master, job)
             assert ours == hydras, job
 
 
@@ -70,7 +70,7 @@ def test_a_group_hydra_searchpath_adds_is_composed_as_a_group(searchpath):
 
 def test_a_searchpath_group_hydra_rejects_is_rejected(searchpath):
     """``+extra=a,b``: Hydra rejects each job (Key 'extra' not in 'Config'), and so must
-    hydra_once (it composed them with ``extra: a`` before)."""
+    hydra_adapter (it composed them with ``extra: a`` before)."""
     assert_jobs_are_hydras([searchpath, "+extra=a,b"])
 
 
@@ -111,7 +111,7 @@ def hydras_digests(command_line):
     master = loader.load_configuration("config", command_line, RunMode.MULTIRUN)
     digests = []
     for job in sweep_jobs(loader, master):
-        cfg = hydra_once.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
+        cfg = hydra_adapter.HYDRA_LOAD_SWEEP_CONFIG(loader, master, job)
         with open_dict(cfg):
             del cfg["hydra"]
         digests.append(config_digest(cfg))
@@ -120,23 +120,23 @@ def hydras_digests(command_line):
 
 @pytest.mark.parametrize("swept", ["dataset=mine,moons", "+experiment=deep,shallow"])
 def test_the_plan_composes_jobs_with_the_hydra_searchpath(searchpath, swept):
-    """``sweep.plan`` composes each job with the command line's hydra overrides, so with
+    """``grid.plan`` composes each job with the command line's hydra overrides, so with
     hydra.searchpath: ``dataset=mine`` is accepted (as in a single run), and
     ``+experiment=deep`` is planned with the digest the job will have."""
-    sweep._compose_groups.cache_clear()
+    grid._compose_groups.cache_clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[searchpath], return_hydra_config=True)
-        checked = sweep.plan("config", cfg, [swept])
+        checked = grid.plan("config", cfg, [swept])
         assert checked.digests == hydras_digests([searchpath, swept])
 
 
 def test_the_plan_expands_glob_as_hydras_sweeper_does():
     """``dataset=glob(*)``: Hydra's sweeper expands it to every option, with its config
     loader; the plan's parser had none ('error: ConfigLoader is not set')."""
-    sweep._compose_groups.cache_clear()
+    grid._compose_groups.cache_clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", return_hydra_config=True)
-        checked = sweep.plan("config", cfg, ["dataset=glob(*)"])
+        checked = grid.plan("config", cfg, ["dataset=glob(*)"])
     assert checked.n_jobs == len(list((CONF / "dataset").glob("*.yaml")))
 
 
@@ -145,7 +145,7 @@ def test_a_key_starting_with_hydra_is_a_task_override_as_for_hydra():
     Hydra's own (``startswith("hydra")``), the plan had 1 job and the sweep ran 2."""
     line = ["+hydrant=1,2", "hydra.job.chdir=false"]
     parsed = OverridesParser.create().parse_overrides(line)
-    task, _, hydra_own = sweep.split_overrides(line)
+    task, _, hydra_own = grid.split_overrides(line)
     assert task == [o.input_line for o in parsed if not o.is_hydra_override()]
     assert hydra_own == [o.input_line for o in parsed if o.is_hydra_override()]
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from mlflow.artifacts import download_artifacts
 
-from pipeline.config import ConfigError
-from pipeline.job import run_job
+from pipeline.job.config import ConfigError
+from pipeline.job.run import run_job
 
 
 def test_job_records_params_curves_metrics_and_artifacts(compose_config, store, tmp_path):

@@ -7,9 +7,10 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from pipeline import data, plots
-from pipeline.config import DatasetConfig
-from pipeline.training import layer_dims, train
+from pipeline.job import data
+from pipeline.job.config import DatasetConfig
+from pipeline.job.loop import layer_dims, train
+from pipeline.store import plots
 
 MOONS = (DatasetConfig(n_samples=300), 2, 0.5, 300)
 OTHERS = [

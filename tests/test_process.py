@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 EXIT_ORDER = textwrap.dedent("""
     import atexit, gc
     atexit.register(lambda: print("frozen" if gc.get_freeze_count() else "not frozen"))
-    from pipeline.process import skip_final_collection
+    from pipeline.processes.settings import skip_final_collection
     skip_final_collection()
     skip_final_collection()  # asking twice is harmless
     atexit.register(lambda: print("frozen" if gc.get_freeze_count() else "not frozen"))
@@ -32,7 +32,7 @@ def test_the_heap_is_frozen_only_after_the_handlers_registered_later():
 REALLOCATION_FAULTS = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from pipeline.process import keep_freed_memory
+    from pipeline.processes.settings import keep_freed_memory
     if sys.argv[1] == "keep":
         keep_freed_memory()
     for round in range(2):
@@ -56,15 +56,16 @@ def test_keep_freed_memory_stops_reallocations_from_page_faulting():
 LIBRARY_USE = textwrap.dedent("""
     import atexit, gc, os, sys
     from hydra import compose, initialize_config_dir
-    from pipeline import config, process
-    from pipeline.job import run_job
+    from pipeline.job import config
+    from pipeline.processes import settings
+    from pipeline.job.run import run_job
     config.register()
     with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
         cfg = compose("config", overrides=[f"tracking.uri={sys.argv[2]}", "train=quick"])
     run_job(cfg)
-    tuned = [f.__name__ for f in (process.keep_freed_memory, process.skip_final_collection)
+    tuned = [f.__name__ for f in (settings.keep_freed_memory, settings.skip_final_collection)
              if f.cache_info().currsize]
-    http = sorted(k for k in process.MLFLOW_HTTP_SETTINGS if k in os.environ)
+    http = sorted(k for k in settings.MLFLOW_HTTP_SETTINGS if k in os.environ)
     atexit.register(lambda: print("tuned:", tuned, "frozen:", gc.get_freeze_count() > 0, http))
 """)
 
@@ -77,10 +78,10 @@ def test_library_code_leaves_the_process_as_it_was(tmp_path):
 # What an entry point leaves in the environment for MLflow's HTTP client (and its workers).
 HTTP_SETTINGS = textwrap.dedent("""
     import os
-    from pipeline import process
+    from pipeline.processes import settings
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"  # the user's own
-    process.tune_for_jobs()
-    print(*(os.environ[k] for k in sorted(process.MLFLOW_HTTP_SETTINGS)))
+    settings.tune_for_jobs()
+    print(*(os.environ[k] for k in sorted(settings.MLFLOW_HTTP_SETTINGS)))
 """)
 
 

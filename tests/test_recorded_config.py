@@ -3,9 +3,9 @@
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import config
-from pipeline.errors import InputError
-from pipeline.reproduce import parse_config
+from pipeline.job import config
+from pipeline.job.recorded import parse_config
+from pipeline.processes.errors import InputError
 
 
 @pytest.fixture

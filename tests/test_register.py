@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import data as datasets
+from pipeline.job import data as datasets
+from pipeline.job.recorded import recorded_config
 from pipeline.nn import L_model_forward, predict
-from pipeline.reproduce import recorded_config
 from tests.helpers import ROOT, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.job import run_job
+from pipeline.job.run import run_job
 from tests.helpers import parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ADDED_LATER
-from pipeline.job import run_job
-from pipeline.reproduce import recorded_config
+from pipeline.job.config import ADDED_LATER
+from pipeline.job.recorded import recorded_config
+from pipeline.job.run import run_job
 from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import studies
+from pipeline.sweeps import studies
 from tests.helpers import assert_one_error_line, parents_and_children, run_cli
 from tests.test_sweep_survives import statuses, wait_for
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import studies
+from pipeline.sweeps import studies
 from tests.helpers import all_runs, assert_one_error_line, parents_and_children, run_cli
 
 # 40 iterations, 5 points each: a trial takes a few hundredths of a second

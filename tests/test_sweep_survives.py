@@ -14,7 +14,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.job import run_job
+from pipeline.job.run import run_job
 from tests.helpers import ROOT, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow

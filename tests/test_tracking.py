@@ -8,8 +8,8 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipeline import tracking
-from pipeline.training import Point
+from pipeline.job.loop import Point
+from pipeline.store import tracking
 from tests.helpers import ROOT
 
 # Logs data sets ds0, ds1, ... as inputs of new runs; waits for a start time first, so two
@@ -17,7 +17,7 @@ from tests.helpers import ROOT
 LOG_DATASETS = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from pipeline import tracking
+    from pipeline.store import tracking
     uri, experiment, start, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     client = tracking.connect(uri)
     X, Y = np.zeros((2, 8)), np.ones((1, 8))

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import data, plots
-from pipeline.config import DatasetConfig
-from pipeline.early_stopping import EarlyStopping
-from pipeline.training import Stop, cost_on, layer_dims, train
+from pipeline.job import data
+from pipeline.job.config import DatasetConfig
+from pipeline.job.early_stopping import EarlyStopping
+from pipeline.job.loop import Stop, cost_on, layer_dims, train
+from pipeline.store import plots
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.job import run_job
+from pipeline.job.run import run_job
 from tests.helpers import fetch, free_port
 
 pytestmark = pytest.mark.slow

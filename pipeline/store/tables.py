@@ -17,8 +17,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import tracking
-from pipeline.errors import InputError
+from pipeline.processes.errors import InputError
+from pipeline.store import tracking
 
 JOBS_FILE = "jobs.json"  # a sweep parent's record of its jobs: what a resume runs
 LAUNCHER_TAG = "launcher"  # on a sweep's parent: host:pid of the process launching its jobs

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from pipeline.errors import InputError
+from pipeline.processes.errors import InputError
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
@@ -300,7 +300,7 @@ def log_dataset(client: MlflowClient, run_id: str, name: str, X: np.ndarray, Y: 
     from mlflow.data import from_numpy  # deferred: pulls in a large module tree
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    source = CodeDatasetSource({"loader": f"pipeline.data ({name}, from scikit-learn)"})
+    source = CodeDatasetSource({"loader": f"pipeline.job.data ({name}, from scikit-learn)"})
     dataset = from_numpy(X.T, targets=Y.T, name=name, source=source)
     tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
     inputs = [DatasetInput(dataset._to_mlflow_entity(), [tag])]

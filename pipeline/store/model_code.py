@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from pipeline.registry import Network
+from pipeline.store.model import Network
 
 set_model(Network())

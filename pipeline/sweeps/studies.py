@@ -13,8 +13,8 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from pipeline import results, tracking
-from pipeline.errors import InputError, first_line
+from pipeline.processes.errors import InputError, first_line
+from pipeline.store import tables, tracking
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attrs: its parent run,
 OVERRIDES_ATTR = "overrides"  # the command line's overrides its trials are composed with,
@@ -115,7 +115,7 @@ def others_working(study: optuna.Study, me: str) -> list[str]:
         who = key.removeprefix(LAUNCHER_ATTR)
         if not key.startswith(LAUNCHER_ATTR) or state != "running" or who == me:
             continue
-        if results.process_alive(who) is not False:  # on another host: taken at its word
+        if tables.process_alive(who) is not False:  # on another host: taken at its word
             others.append(who)
     return others
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.data import Data
+from pipeline.job.data import Data
 from pipeline.nn import (
     L_model_backward,
     L_model_forward,

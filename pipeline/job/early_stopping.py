@@ -6,7 +6,7 @@ training ends, whether patience ran out or the last iteration was reached.
 
 import math
 
-from pipeline.training import Point, Stop
+from pipeline.job.loop import Point, Stop
 
 
 class EarlyStopping:

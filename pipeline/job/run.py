@@ -15,11 +15,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import ThreadpoolController
 
-from pipeline import data as datasets
-from pipeline import plots, tracking
-from pipeline.config import ModelConfig, config_digest, network_size, validate
-from pipeline.early_stopping import EarlyStopping
-from pipeline.training import Listener, Result, layer_dims, train
+from pipeline.job import data as datasets
+from pipeline.job.config import ModelConfig, config_digest, network_size, validate
+from pipeline.job.early_stopping import EarlyStopping
+from pipeline.job.loop import Listener, Result, layer_dims, train
+from pipeline.store import plots, tracking
 
 log = logging.getLogger(__name__)
 

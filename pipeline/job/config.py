@@ -20,7 +20,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.data import (
+from pipeline.job.data import (
     DATASETS,
     SYNTHETIC,
     WITH_N_FEATURES,
@@ -33,7 +33,7 @@ from pipeline.data import (
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
 
-CONF = Path(__file__).resolve().parents[1] / "conf"  # the config groups, composed by Hydra
+CONF = Path(__file__).resolve().parents[2] / "conf"  # the config groups, composed by Hydra
 SEEDS = 2**32  # NumPy's seeds (and scikit-learn's random_state) are 0 .. 2**32 - 1
 
 
@@ -75,7 +75,7 @@ class TrackingConfig:
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
 
 
-PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/studies.py
+PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/sweeps/studies.py
 
 
 @dataclass

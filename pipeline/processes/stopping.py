@@ -3,9 +3,10 @@
 SIGINT and SIGTERM end a worker's job once, as Ctrl-C does (``catch_stops``), and end the
 launcher's sweep after its jobs in flight have ended their runs (``run_to_end``). A worker
 whose launcher is killed with -9 ends the sweep's runs still RUNNING and exits
-(``watch_launcher``). Grid sweeps (pipeline.train) and searches (pipeline.search) share them.
+(``watch_launcher``). Grid sweeps (pipeline.train) and searches (pipeline.search) share them,
+and pass in what is theirs (how to wait for their jobs, how to abandon their runs).
 
-Like pipeline.process, for the entry points and their workers only: these install signal
+Like pipeline.processes.settings, for the entry points and their workers only: these install signal
 handlers and exit the process.
 """
 
@@ -16,10 +17,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 
-from pipeline import sweep, workers
-from pipeline.errors import first_line
+from pipeline.processes import workers
+from pipeline.processes.errors import first_line
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,29 +74,28 @@ def raise_if_stopped(point) -> None:
 
 
 def watch_launcher(
-    parent: sweep.Parent,
-    abandon: Callable[[str], None] | None = None,
+    launcher_pid: int,
+    abandon: Callable[[str], None],
     poll_seconds: float = 1.0,
 ) -> None:
     """In a worker process the launcher started itself (joblib's): once the launcher is gone
-    (killed with -9), ``abandon(why)`` (by default: the sweep's runs still RUNNING end
-    KILLED, saying why), and exit.
+    (killed with -9), ``abandon(why)`` (the sweep's runs still RUNNING end KILLED, saying
+    why), and exit.
 
     Once per process. Workers on other machines (Slurm, Ray) have another parent process
     and are left alone.
     """
-    if os.getppid() != parent.launcher_pid or workers.watched:
+    if os.getppid() != launcher_pid or workers.watched:
         return
-    workers.watched.append(parent)
-    abandon = abandon or partial(sweep.abandon, parent)
+    workers.watched.append(launcher_pid)
 
     def watch() -> None:
-        while os.getppid() == parent.launcher_pid:
+        while os.getppid() == launcher_pid:
             time.sleep(poll_seconds)
         workers.watched.append(workers.LAUNCHER_DIED)  # main() starts no new job from now on
         time.sleep(1)  # a job that started just before has created its run by then
         try:
-            abandon(f"the sweep's launcher (pid {parent.launcher_pid}) died")
+            abandon(f"the sweep's launcher (pid {launcher_pid}) died")
         finally:
             os._exit(1)  # the job in flight goes with it: a resume runs it again
 
@@ -106,11 +105,12 @@ def watch_launcher(
 def run_to_end(
     body: Callable[[], object],
     end: Callable[[str, float], None],
-    parent: sweep.Parent,
+    wait_for_jobs: Callable[[], None],
     what: str = "sweep",
 ) -> int:
     """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
-    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr)."""
+    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr). On a
+    stop, ``wait_for_jobs()`` first lets the jobs in flight end their runs."""
     status, code, started = "FAILED", 1, time.perf_counter()
     stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
 
@@ -121,7 +121,7 @@ def run_to_end(
         stopped_by.append(signum)
         workers.interrupt_children()
         with contextlib.suppress(Exception):  # a store that fails now: finish() says so
-            sweep.wait_for_running_jobs(parent)
+            wait_for_jobs()
         raise interruption(signum)
 
     handle_stop_signals(stop_sweep)

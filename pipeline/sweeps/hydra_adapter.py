@@ -14,17 +14,79 @@ defaults list, so:
 
 Both are installed by ``reuse_in_this_process``; a process without them runs Hydra's own
 steps, with the same result (tests/test_config.py compares every job's config with Hydra's).
+They replace Hydra's methods for the whole process because Hydra's launchers call them on
+Hydra's own classes inside ``execute_job``, with no hook to pass ours; the processes that
+install them run nothing but the sweep's jobs.
+
+This is the one module that uses Hydra's private names (``hydra._internal``, ``Singleton``
+state, names starting with ``_``, the joblib plugin's ``_core``); tests/test_layout.py
+checks that no other does. It was tested with hydra-core ``TESTED``: with another release,
+or when one of those names is gone, the speed-ups are left out and Hydra's own path runs
+(slower, same configs), said in one warning line.
 """
 
 import copy
+import functools
+import logging
 
+import hydra
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.plugins.sweeper import Sweeper
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+TESTED = ("1.3.",)  # hydra-core releases whose internals this module was tested with
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def speed_ups_apply() -> bool:
+    """Whether the installed Hydra is one this module's speed-ups were tested with; if not,
+    one warning line, once."""
+    if hydra.__version__.startswith(TESTED):
+        return True
+    log.warning(
+        "warning: hydra-core %s is not one this project was tested with (%s): its per-job "
+        "speed-ups are off, and Hydra's own steps run (slower, same configs)",
+        hydra.__version__,
+        ", ".join(f"{v}x" for v in TESTED),
+    )
+    return False
+
+
+def args_parser():
+    """Hydra's own command-line parser (``hydra.main`` parses with it)."""
+    return get_args_parser()
+
+
+def check_sweep_overrides(parsed: list[Override], run_mode: RunMode) -> None:
+    """HydraException if Hydra would refuse these overrides in ``run_mode`` (a sweep over
+    Hydra's own config), with Hydra's own words."""
+    ConfigLoaderImpl.validate_sweep_overrides_legal(parsed, run_mode, from_shell=True)
+
+
+def grid_of(parsed: list[Override]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands the sweep (its cartesian
+    product, in its order)."""
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def joblib_arguments(launcher: DictConfig) -> dict:
+    """The arguments Hydra's joblib launcher gives ``joblib.Parallel`` for its config."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    arguments = OmegaConf.to_container(launcher)
+    arguments.pop("_target_")
+    arguments["backend"] = "loky"  # as the launcher sets it
+    process_joblib_cfg(arguments)
+    return arguments
+
 
 HYDRA_LOAD_SWEEP_CONFIG = ConfigLoaderImpl.load_sweep_config
 HYDRA_SET_STATE = Singleton.set_state
@@ -41,12 +103,16 @@ def skip_job_check() -> None:
     Set on the base class: Hydra's plugin scan executes the basic sweeper's module again,
     so a class imported from it beforehand is not the one Hydra instantiates.
     """
+    if not speed_ups_apply():
+        return
     Sweeper.validate_batch_is_legal = lambda self, batch: None
 
 
 def reuse_in_this_process() -> None:
     """From now on, this process composes a job's config once per set of group choices and
     keeps its scanned plugins across jobs. Idempotent."""
+    if not speed_ups_apply():
+        return
     ConfigLoaderImpl.load_sweep_config = load_sweep_config
     Singleton.set_state = staticmethod(set_state_keeping_plugins)
 
@@ -54,7 +120,7 @@ def reuse_in_this_process() -> None:
 def set_state_keeping_plugins(state: dict) -> None:
     """Hydra's ``Singleton.set_state``, without scanning the plugins again when this process
     has scanned them: the state a launcher sends leaves them out."""
-    plugins = Singleton._instances.get(Plugins)
+    plugins = getattr(Singleton, "_instances", {}).get(Plugins)  # gone: scanned again, as Hydra
     if plugins is not None:
         state["instances"].setdefault(Plugins, plugins)
     HYDRA_SET_STATE(state)
@@ -98,14 +164,28 @@ def load_sweep_config(
     self: ConfigLoaderImpl, master_config: DictConfig, sweep_overrides: list[str]
 ) -> DictConfig:
     """``ConfigLoaderImpl.load_sweep_config``, composed once per set of the jobs' other
-    overrides; each job's values are then set on a copy, as Hydra sets them."""
-    hydra = master_config.hydra
-    if hydra.searchpath:  # groups beyond conf/, which the loader's repository does not list
+    overrides; each job's values are then set on a copy, as Hydra sets them. Hydra's own
+    path where the groups come from beyond conf/, or where its internals have moved."""
+    if master_config.hydra.searchpath:  # groups the loader's repository does not list
         return HYDRA_LOAD_SWEEP_CONFIG(self, master_config, sweep_overrides)
+    try:
+        return composed_once(self, master_config, sweep_overrides)
+    except AttributeError as error:
+        log.warning(
+            "warning: Hydra's internals have changed (%s): each job composed in full", error
+        )
+        return HYDRA_LOAD_SWEEP_CONFIG(self, master_config, sweep_overrides)
+
+
+def composed_once(
+    self: ConfigLoaderImpl, master_config: DictConfig, sweep_overrides: list[str]
+) -> DictConfig:
+    """The job's config from this process's composition of its group choices."""
+    node = master_config.hydra
     parsed, others, values = split_values(self, sweep_overrides)
-    sources = tuple(source.path for source in hydra.runtime.config_sources)
-    hydra_overrides = tuple(OmegaConf.to_container(hydra.overrides.hydra))  # as Hydra: unresolved
-    key = (hydra.job.config_name, sources, hydra_overrides, others)
+    sources = tuple(source.path for source in node.runtime.config_sources)
+    hydra_overrides = tuple(OmegaConf.to_container(node.overrides.hydra))  # as Hydra: unresolved
+    key = (node.job.config_name, sources, hydra_overrides, others)
     if key not in _composed:
         if len(_composed) >= MAX_COMPOSED:
             _composed.clear()

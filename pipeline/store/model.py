@@ -7,6 +7,7 @@ split is seeded, so it is the very scaler the run trained with.
 """
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.pyfunc import PythonModel
 
-from pipeline import data as datasets
-from pipeline import results, tracking
-from pipeline.errors import InputError
 from pipeline.nn import L_model_forward
 from pipeline.nn.forward import labels_of
-from pipeline.reproduce import recorded_config
+from pipeline.processes.errors import InputError
+from pipeline.store import tables, tracking
 
 ALIAS = "champion"
 MODEL_PATH = "model"  # the model's folder among the run's artifacts
@@ -69,7 +68,7 @@ class Registered:
 
 def best_run_id(client: MlflowClient) -> str:
     """The best run of the latest sweep, as the sweep itself named it (tag best_run_id)."""
-    sweep = results.latest_sweep(client)
+    sweep = tables.latest_sweep(client)
     if sweep is None or tracking.SWEEP_TAG not in sweep.data.tags:
         raise InputError(f"no sweep in {client.tracking_uri}: run `make sweep` first")
     best = sweep.data.tags.get("best_run_id")
@@ -88,9 +87,22 @@ def network_arrays(client: MlflowClient, run_id: str, folder: Path) -> dict[str,
         raise InputError(f"run {run_id} has no {PARAMETERS}: nothing to register") from None
 
 
-def register(client: MlflowClient, run_id: str) -> Registered:
+@dataclass
+class Training:
+    """How a run's network was trained, from its recorded config: what the model needs."""
+
+    scaler_mean: np.ndarray  # the training set's StandardScaler
+    scaler_scale: np.ndarray
+    activation: str  # the hidden layers'
+    experiment_id: str
+
+
+def register(
+    client: MlflowClient, run_id: str, training_of: Callable[[str], Training]
+) -> Registered:
     """Log run ``run_id``'s network to it as a pyfunc model and register it under its
-    experiment's name with the alias ``champion``. Checks everything before writing."""
+    experiment's name with the alias ``champion``; ``training_of(run_id)`` reads how it was
+    trained (``job.recorded.training_of``). Checks everything before writing."""
     run = tracking.get_run(client, run_id)
     if run.info.status != "FINISHED":
         raise InputError(
@@ -98,16 +110,17 @@ def register(client: MlflowClient, run_id: str) -> Registered:
         )
     with tempfile.TemporaryDirectory() as folder:
         arrays = network_arrays(client, run_id, Path(folder))
-        cfg, experiment_id = recorded_config(client, run_id)
-        scaler = datasets.training_scaler(cfg.dataset, seed=cfg.seed)
-        if scaler.mean_.shape[0] != arrays["W1"].shape[1]:
+        training = training_of(run_id)
+        if training.scaler_mean.shape[0] != arrays["W1"].shape[1]:
             raise InputError(f"run {run_id}: {PARAMETERS} does not fit its config's data set")
         network = Path(folder) / "network.npz"
-        np.savez(network, **arrays, scaler_mean=scaler.mean_, scaler_scale=scaler.scale_)
+        np.savez(
+            network, **arrays, scaler_mean=training.scaler_mean, scaler_scale=training.scaler_scale
+        )
         model = Path(folder) / MODEL_PATH
         n_classes = max(2, arrays[f"W{len(arrays) // 2}"].shape[0])
-        save_model(model, network, cfg.model.activation, scaler.mean_, n_classes)
-        name = client.get_experiment(experiment_id).name
+        save_model(model, network, training.activation, training.scaler_mean, n_classes)
+        name = client.get_experiment(training.experiment_id).name
         client.log_artifacts(run_id, str(model), MODEL_PATH)
     ensure_registered_model(client, name)
     source = f"{run.info.artifact_uri}/{MODEL_PATH}"
@@ -129,7 +142,7 @@ def save_model(
     outputs = [ColSpec("double", name) for name in probability_columns(n_classes)]
     save_pyfunc(
         str(path),
-        python_model=str(Path(__file__).with_name("network_model.py")),  # code, not a pickle
+        python_model=str(Path(__file__).with_name("model_code.py")),  # code, not a pickle
         artifacts={"network": str(network)},
         model_config={"activation": activation},
         signature=ModelSignature(features, Schema([*outputs, ColSpec("long", LABEL)])),

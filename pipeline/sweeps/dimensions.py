@@ -14,7 +14,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from pipeline import config, sweep
+from pipeline.job import config
+from pipeline.sweeps import grid
 
 
 def split_space(space: Mapping[str, str], task: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -84,7 +85,7 @@ def check_corners(config_name: str, overrides: list[str], space: dict) -> None:
     """ConfigError (or Hydra's) for the first corner of the space whose config is invalid:
     a trial's values lie between them. Needs Hydra's compose API initialised on conf/."""
     for corner in corners(space):
-        cfg = sweep.job_config(config_name, [*overrides, *corner])
+        cfg = grid.job_config(config_name, [*overrides, *corner])
         config.validate(cfg)
         config.check_trial(cfg)
 

@@ -1,0 +1,3 @@
+"""How the entry points' processes run, stop and die: stop signals and the launcher's death
+(``stopping``), the launcher's workers (``workers``), process settings (``settings``) and
+one-line errors (``errors``)."""
