@@ -8,6 +8,7 @@ from pipeline.nn import (
     L_model_backward,
     L_model_forward,
     compute_cost,
+    compute_cost_with_regularization,
     initialize_parameters_deep,
 )
 
@@ -16,16 +17,24 @@ from pipeline.nn import (
 TOLERANCE = 1e-7
 
 
-def numerical_gradients(X, Y, parameters, activation, eps=1e-6):
+def numerical_gradients(X, Y, parameters, activation, eps=1e-6, lambd=0.0):
+    """Centred differences of the cost (regularized when ``lambd`` > 0) in every parameter."""
+
+    def cost():
+        AL = L_model_forward(X, parameters, hidden_activation=activation)[0]
+        if lambd > 0:
+            return compute_cost_with_regularization(AL, Y, parameters, lambd)
+        return compute_cost(AL, Y)
+
     grads = {}
     for name, value in parameters.items():
         grad = np.zeros_like(value)
         for index in np.ndindex(value.shape):
             original = value[index]
             value[index] = original + eps
-            plus = compute_cost(L_model_forward(X, parameters, hidden_activation=activation)[0], Y)
+            plus = cost()
             value[index] = original - eps
-            minus = compute_cost(L_model_forward(X, parameters, hidden_activation=activation)[0], Y)
+            minus = cost()
             value[index] = original
             grad[index] = (plus - minus) / (2 * eps)
         grads[f"d{name}"] = grad

@@ -5,7 +5,16 @@
 
 AL is clipped to [eps, 1 - eps] (eps = the dtype's machine epsilon, as in
 scikit-learn's ``log_loss``), so J stays finite when predictions saturate to 0 or 1.
+
+With L2 regularization of strength lambd (the course's name: lambda is Python's), the
+squared Frobenius norm of every weight matrix is added; the biases are not penalised:
+
+    J_reg = J + lambd/(2m) sum_l ||W[l]||_F^2,   ||W||_F^2 = sum_jk W_jk^2
 """
+
+import math
+from collections.abc import Mapping
+from numbers import Real
 
 import numpy as np
 
@@ -21,6 +30,22 @@ def compute_cost(AL: np.ndarray, Y: np.ndarray) -> float:
         np.subtract(1, AL, out=AL, where=Y == 0)
         return float(-np.log(AL).sum() / m)
     return float(-np.log(AL[Y == 1]).sum() / m)
+
+
+def compute_cost_with_regularization(
+    AL: np.ndarray, Y: np.ndarray, parameters: Mapping[str, np.ndarray], lambd: float
+) -> float:
+    """J_reg(AL, Y): the cross-entropy plus lambd/(2m) times the sum of ||W[l]||_F^2."""
+    check_lambd(lambd)
+    m = AL.shape[1]
+    squared_norms = sum(np.vdot(W, W) for name, W in parameters.items() if name[0] == "W")
+    return compute_cost(AL, Y) + float(lambd) / (2 * m) * float(squared_norms)
+
+
+def check_lambd(lambd: float) -> None:
+    """Raise ValueError unless ``lambd``, the L2 strength, is a finite number >= 0."""
+    if isinstance(lambd, bool) or not isinstance(lambd, Real) or not 0 <= lambd < math.inf:
+        raise ValueError(f"lambd must be a finite number >= 0; got {lambd!r}")
 
 
 def check_targets(AL: np.ndarray, Y: np.ndarray) -> np.ndarray:

@@ -51,13 +51,22 @@ def linear_forward(
 
 
 def linear_activation_forward(
-    A_prev: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str, out: np.ndarray | None = None
+    A_prev: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    activation: str,
+    out: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Cache]:
-    """A = g(W A_prev + b); g is computed in place on Z's buffer (``out`` if given)."""
+    """A = g(W A_prev + b); g is computed in place on Z's buffer (``out`` if given), with
+    ``scratch`` (an array of Z's shape) as its work space if given."""
     Z, linear_cache = linear_forward(A_prev, W, b, out)
     g = HIDDEN_ACTIVATIONS.get(activation) or OUTPUT_ACTIVATIONS[activation]
-    A = g(Z)
+    A = g(Z, scratch)
     return A, Cache(linear_cache, ActivationCache(A, activation))
+
+
+Layer = tuple[np.ndarray, np.ndarray, str]  # (W, b, activation)
 
 
 def L_model_forward(
@@ -75,7 +84,6 @@ def L_model_forward(
     page faults and cold caches, about 10% of an epoch.
     """
     check_activation(hidden_activation)
-    L = n_layers(parameters)
     W1 = parameters["W1"]
     X = np.asarray(X, dtype=W1.dtype)
     if X.ndim != 2 or X.shape[0] != W1.shape[1]:
@@ -83,13 +91,35 @@ def L_model_forward(
             f"X must have shape (n_x, m) with n_x = {W1.shape[1]} (W1 is {W1.shape}); "
             f"got X of shape {X.shape}"
         )
-    caches = []
-    A = X
+    outs = [cache.activation_cache.A for cache in reuse] if reuse else None
+    return forward_through(X, network_layers(parameters, hidden_activation), outs)
+
+
+def network_layers(parameters: Parameters, hidden_activation: str) -> list[Layer]:
+    """[(W1, b1, g1), ..., (WL, bL, gL)]: the hidden activation, then sigmoid or softmax."""
+    L = n_layers(parameters)
+    layers = []
     for l in range(1, L + 1):
         W, b = parameters[f"W{l}"], parameters[f"b{l}"]
         activation = hidden_activation if l < L else output_activation(W.shape[0])
-        out = reuse[l - 1].activation_cache.A if reuse else None
-        A, cache = linear_activation_forward(A, W, b, activation, out)
+        layers.append((W, b, activation))
+    return layers
+
+
+def forward_through(
+    X: np.ndarray,
+    layers: list[Layer],
+    outs: list[np.ndarray] | None = None,
+    scratches: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, list[Cache]]:
+    """AL and the caches of X through ``layers``, unchecked: layer l writes its A into
+    ``outs[l]`` and works in ``scratches[l]`` where given (both of A's shape)."""
+    caches = []
+    A = X
+    for l, (W, b, activation) in enumerate(layers):
+        out = outs[l] if outs else None
+        scratch = scratches[l] if scratches else None
+        A, cache = linear_activation_forward(A, W, b, activation, out, scratch)
         caches.append(cache)
     return A, caches
 
