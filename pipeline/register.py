@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", help="a run id, or best: the latest sweep's best run")
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
-    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
     try:
+        client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
         run_id = best_run_id(client) if args.run == "best" else args.run
         done = register(client, run_id, partial(training_of, client))
     except InputError as error:
@@ -34,4 +34,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     settings.skip_final_collection()
+    settings.give_up_on_silent_servers()
     main()

@@ -11,6 +11,10 @@ are chosen by test accuracy, as before validation existed.
 """
 
 import argparse
+import errno
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -61,14 +65,34 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The report's files in ``folder``, each replaced whole: they are written into a new
+    folder beside it first, so that a failure (a full disk) leaves ``folder`` as it was."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        write_files(client, table, staging)
+        folder.mkdir(exist_ok=True)
+        for file in staging.iterdir():
+            os.replace(file, folder / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return sorted(folder.iterdir())
+
+
+def write_files(client: MlflowClient, table: pd.DataFrame, folder: Path) -> None:
     (folder / "runs.csv").write_text(table.to_csv(index=False))
     (folder / "runs.md").write_text(to_markdown(table[SHOWN]))
     curves = tables.train_cost_curves(client, table.run_id)
     plots.save_png(plots.curves_by_depth(table, curves), folder / "cost_curves.png")
     heatmap = plots.accuracy_heatmaps(table, tables.chosen_by(table))
     plots.save_png(heatmap, folder / "accuracy_heatmap.png")
-    return sorted(folder.iterdir())
+
+
+def unwritable(out: str, error: OSError) -> str:
+    """One line on why the report's folder ``out`` (--out) cannot be written."""
+    if error.errno == errno.ENOSPC:
+        return f"the disk of {out} is full: free space, or write the report elsewhere with --out"
+    return f"cannot write the report in {out} ({error.strerror}): choose another folder with --out"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         fail(f"{name} has no runs to report")
     table = tables.runs_table(runs)
-    files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
+    try:
+        files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
+    except OSError as error:
+        fail(unwritable(args.out, error))
     print(f"{name}: {len(table)} runs, {tables.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")

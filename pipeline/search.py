@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{launch.parent.run_id}", flush=True)  # fmt: skip
     body, end = partial(run_workers, launch), partial(stop, launch)
     wait = partial(parent_run.wait_for_running_jobs, launch.parent)
-    sys.exit(stopping.run_to_end(body, end, wait, "search"))
+    failure = partial(parent_run.failure_line, launch.parent, "search")
+    sys.exit(stopping.run_to_end(body, end, wait, failure))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,15 @@ def main(cfg: DictConfig) -> float | None:
         if parent:  # a sweep's job: Hydra records it as failed
             raise
         fail(error)
+    except Exception as error:
+        if not tracking.full_disk(error):
+            raise
+        if parent:  # the launcher's end of the sweep says it, once, in one line
+            print(f"[job {hydra_cfg.job.num + 1}] not recorded: the store's disk is full",
+                  flush=True)  # fmt: skip
+            return None
+        uri = tracking.tracking_uri(cfg.tracking.uri)
+        fail(tracking.full_disk_line(uri, "free space, then run it again"))
     if parent:
         parent_run.report_progress(cfg, outcome, parent, hydra_cfg.job.num)
     else:
@@ -253,7 +262,8 @@ def launch(
         launch_until_done(parent, hydra_argv)
 
     wait = partial(parent_run.wait_for_running_jobs, parent)
-    return stopping.run_to_end(body, partial(parent_run.finish, parent), wait)
+    failure = partial(parent_run.failure_line, parent, "sweep")
+    return stopping.run_to_end(body, partial(parent_run.finish, parent), wait, failure)
 
 
 def launch_until_done(parent: parent_run.Parent, hydra_argv: list[str]) -> None:
@@ -301,6 +311,10 @@ def cli(argv: list[str]) -> None:
         fail(error)
     except KeyboardInterrupt as stop:  # before any run was created
         sys.exit(stopping.exit_code(stop))
+    except Exception as error:  # a full disk before any job ran: the parent's creation
+        if not tracking.full_disk(error):
+            raise
+        fail(f"the store's disk is full ({first_line(error)}): free space, then run it again")
     sys.argv = [sys.argv[0], *rest]
     try:
         main()

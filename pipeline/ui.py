@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     add_address_arguments(parser)
     args = parser.parse_args(argv)
     uri = tracking.tracking_uri()
-    if not uri.startswith(tracking.SQLITE):
+    if not uri.startswith("sqlite:"):  # sqlite:// (in memory) is refused by connect
         fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
     try:

@@ -8,20 +8,24 @@ import atexit
 import ctypes
 import functools
 import gc
+import logging
 import os
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MAX_MMAP_THRESHOLD = 32 * 2**20
 
-# MLflow's own settings for its HTTP client. Its defaults (7 retries, backoff factor 2, 120 s
-# a request) retry a tracking server that does not answer for ~4 minutes, and a sweep's jobs
-# each again. With these: ~2-4 s when the server refuses, ~20 s when it is silent, while a
-# blip of a few seconds is still retried. A value set in the environment wins.
-MLFLOW_HTTP_SETTINGS = {
+# MLflow's own settings for its HTTP client, and libpq's for a PostgreSQL store. MLflow's
+# defaults (7 retries, backoff factor 2, 120 s a request) retry a tracking server that does
+# not answer for ~4 minutes, and a sweep's jobs each again. With these: ~2-4 s when the
+# server refuses, ~20 s when it is silent, while a blip of a few seconds is still retried.
+# A value set in the environment wins.
+SERVER_TIMEOUTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    # libpq's own: a PostgreSQL store that does not answer at all (default 130 s a try)
+    "PGCONNECT_TIMEOUT": "5",  # per try: libpq tries with TLS, then without
 }
 
 
@@ -30,13 +34,24 @@ def tune_for_jobs() -> None:
     keep_freed_memory()
     skip_final_collection()
     give_up_on_silent_servers()
+    quiet_database_errors()
 
 
 def give_up_on_silent_servers() -> None:
-    """MLflow's HTTP retries and timeout bounded (MLFLOW_HTTP_SETTINGS), unless the user set
-    them; inherited by a sweep's workers."""
-    for name, value in MLFLOW_HTTP_SETTINGS.items():
+    """MLflow's HTTP retries and timeout, and a database's connect timeout, bounded
+    (SERVER_TIMEOUTS), unless the user set them; inherited by a sweep's workers."""
+    for name, value in SERVER_TIMEOUTS.items():
         os.environ.setdefault(name, value)
+
+
+def quiet_database_errors() -> None:
+    """Drop MLflow's log of a database error with its traceback (a full disk: a dozen lines
+    from every job): MLflow raises the error again, and our one line says it."""
+    logging.getLogger("mlflow.store.db.utils").addFilter(drop_database_error)  # once: a set
+
+
+def drop_database_error(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("SQLAlchemy database error")
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from pipeline.processes import workers
-from pipeline.processes.errors import first_line
+from pipeline.processes.errors import InputError
 
 
 class Terminated(KeyboardInterrupt):
@@ -106,13 +106,16 @@ def run_to_end(
     body: Callable[[], object],
     end: Callable[[str, float], None],
     wait_for_jobs: Callable[[], None],
-    what: str = "sweep",
+    failure_line: Callable[[Exception], str],
 ) -> int:
     """``body()``, then ``end(status, seconds)`` whatever happened: FINISHED (exit 0), KILLED
-    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and one line on stderr). On a
-    stop, ``wait_for_jobs()`` first lets the jobs in flight end their runs."""
+    on Ctrl-C (130) or SIGTERM (143), FAILED on any error (1, and ``failure_line(error)`` on
+    stderr, after the end: a full disk's line says how the parent was left; an InputError
+    from ``end`` is such a line too). On a stop, ``wait_for_jobs()`` first lets the jobs in
+    flight end their runs."""
     status, code, started = "FAILED", 1, time.perf_counter()
     stopped_by: list[int] = []  # Ray's get turns our Terminated into a KeyboardInterrupt
+    failure: Exception | None = None
 
     def stop_sweep(signum: int, frame) -> None:
         """Let the jobs in flight end their runs, their points sent, before joblib kills
@@ -133,9 +136,13 @@ def run_to_end(
         by_sigterm = signal.SIGTERM in stopped_by
         status, code = "KILLED", exit_code(interruption(signal.SIGTERM) if by_sigterm else stop)
     except Exception as error:  # any failure of the launcher ends the sweep, in one line
-        print(f"error: the {what} stopped: {type(error).__name__}: {first_line(error)}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        failure = error
     finally:
         handle_stop_signals(signal.SIG_IGN)  # the parent's record is written whole
-        end(status, time.perf_counter() - started)
+        try:
+            end(status, time.perf_counter() - started)
+        except InputError as unrecorded:  # the end could not be recorded whole (a full disk)
+            failure, code = unrecorded, code or 1
+    if failure is not None:
+        print(f"error: {failure_line(failure)}", file=sys.stderr, flush=True)
     return code

@@ -5,6 +5,7 @@ run"), so a job's run is never confused with another's in the same process.
 """
 
 import argparse
+import errno
 import fcntl
 import functools
 import os
@@ -25,12 +26,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from pipeline.processes.errors import InputError
+from pipeline.processes.errors import InputError, first_line, shortened
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
 NOTE = "mlflow.note.content"  # a run's description, shown on its page in the UI
 KILLED_REASON = "killed_reason"  # why a run ended KILLED
+TAG_LIMIT = 5000  # characters of an error kept in a run's tag
 PRUNED_AT = "pruned_at"  # on a search's trial its pruner ended (KILLED): the iteration
 SQLITE = "sqlite:///"
 # The MLflow UI (3.4+) opens an experiment in its "Model training" mode, not the GenAI one,
@@ -56,6 +58,9 @@ def add_tracking_uri_argument(parser: argparse.ArgumentParser) -> None:
 ELSEWHERE = "choose another store with tracking.uri=, --tracking-uri or MLFLOW_TRACKING_URI"
 # How MLflow says it has no store for a URI's scheme (its tracking and its model registry).
 UNKNOWN_SCHEME = ("unsupported URI", "Could not find a registered")
+# SQLite in memory (sqlite://, sqlite:///, sqlite:///:memory:): one database per process.
+IN_MEMORY = re.compile(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?")
+DATABASE_SERVERS = ("postgresql", "mysql", "mssql")  # the SQLAlchemy dialects MLflow runs on
 
 
 class StoreError(InputError):
@@ -71,7 +76,15 @@ def connect(uri: str) -> MlflowClient:
     Two processes creating the same new store at once race on its schema (a table or
     column "already exists"): a lock file beside the database lets one create it.
     """
+    if IN_MEMORY.fullmatch(uri):
+        raise StoreError(
+            f"tracking.uri={uri} is a database in memory: its runs would be gone when the "
+            "process ends, and each of a sweep's jobs would have its own: give a file, e.g. "
+            f"{SQLITE}mlruns/mlflow.db"
+        )
     if not uri.startswith(SQLITE):
+        if uri.partition("://")[0].split("+")[0] in DATABASE_SERVERS:
+            check_database_server(uri)
         return answering_client(uri)
     database = Path(uri.removeprefix(SQLITE))
     check_sqlite_store(database)
@@ -88,6 +101,23 @@ def answering_client(uri: str) -> MlflowClient:
     except Exception as error:  # MLflow's, SQLAlchemy's or the HTTP client's: any means unusable
         raise StoreError(store_problem(uri, error)) from None
     return client
+
+
+def check_database_server(uri: str) -> None:
+    """StoreError unless the database server at ``uri`` answers and lets us in, tried once:
+    MLflow tries a new store's database 10 times over about 100 s, whatever the error. A
+    server that does not answer at all is bounded by the driver's own connect timeout
+    (libpq's PGCONNECT_TIMEOUT, which the entry points set)."""
+    import sqlalchemy  # deferred, as MLflow defers it: SQLite stores do without it here
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+        with engine.connect():
+            pass
+    except Exception as error:  # the driver's, SQLAlchemy's, or a driver not installed
+        raise StoreError(store_problem(uri, error)) from None
+    engine.dispose()
 
 
 def check_sqlite_store(db: Path) -> None:
@@ -140,13 +170,42 @@ def store_problem(uri: str, error: Exception) -> str:
             f"tracking.uri={uri} is not a store MLflow knows ({scheme or 'no'} scheme): use "
             f"sqlite:///path/mlflow.db, http://host:port of a tracking server, or a database URL"
         )
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    # without SQLAlchemy's "(psycopg.OperationalError) " before the driver's words
+    reason = re.sub(r"^\([\w.]+\) ", "", first_line(error, type(error).__name__))
     # MLflow's words when no connection was made (refused, timed out, no such host)
     if scheme in ("http", "https") and "failed with exception" in reason:
         return (
             f"the tracking server {uri} does not answer: start it (`make server`), or {ELSEWHERE}"
         )
     return f"the store {uri} cannot be used ({reason}): {ELSEWHERE}"
+
+
+class FullStoreError(StoreError):
+    """The store's disk is full; the message says what was left and what to do."""
+
+
+# How SQLite (SQLITE_FULL) and the OS (ENOSPC) say a disk is full, as MLflow, SQLAlchemy or
+# a tracking server pass it on.
+FULL_DISK = ("database or disk is full", "No space left on device")
+
+
+def full_disk(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says the disk is full."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if any(words in str(error) for words in FULL_DISK):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_disk_line(uri: str, then: str) -> str:
+    """One line saying the disk of the store at ``uri`` is full, and ``then`` what to do."""
+    where = Path(uri.removeprefix(SQLITE)).parent if uri.startswith(SQLITE) else uri
+    return f"the store's disk is full: {where}: {then}"
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -212,7 +271,8 @@ def run_status(client: MlflowClient, run_id: str) -> Iterator[dict]:
         client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as error:
-        client.set_tag(run_id, "failure_reason", f"{type(error).__name__}: {error}"[:5000])
+        reason = shortened(f"{type(error).__name__}: {error}", TAG_LIMIT)
+        client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, outcome["status"])

@@ -10,6 +10,7 @@ resumed from any process without computing a finished job twice. A search
 (``start_parent``, ``reopen``, ``finish``).
 """
 
+import contextlib
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from mlflow.entities import Run
 from omegaconf import DictConfig
 
 from pipeline.job.run import Outcome, run_name
-from pipeline.processes.errors import InputError
+from pipeline.processes.errors import InputError, first_line
 from pipeline.store import plots, tables, tracking
 from pipeline.sweeps.grid import Plan
 
@@ -207,16 +208,45 @@ def abandon(parent: Parent, why: str) -> None:
 
 def finish(parent: Parent, status: str, seconds: float) -> None:
     """Record the sweep's outcome on the parent run and end it: its children still RUNNING
-    end KILLED, then its metrics and artifacts are computed over all its jobs."""
+    end KILLED, then its metrics and artifacts are computed over all its jobs. On a full
+    disk, FullStoreError: the parent ends FAILED if the store can still record that."""
     client = tracking.connect(parent.tracking_uri)
-    tracking.end_running_children(client, parent.run_id)
-    table = tables.sweep_table(client, parent.run_id)
-    swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
-    record_sweep(client, parent, table, swept)
-    tracking.log_results(client, parent.run_id, final=tables.sweep_metrics(table))
-    client.set_terminated(parent.run_id, status)
+    try:
+        tracking.end_running_children(client, parent.run_id)
+        table = tables.sweep_table(client, parent.run_id)
+        swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
+        record_sweep(client, parent, table, swept)
+        tracking.log_results(client, parent.run_id, final=tables.sweep_metrics(table))
+        client.set_terminated(parent.run_id, status)
+    except Exception as error:
+        if not tracking.full_disk(error):
+            raise
+        raise tracking.FullStoreError(full_disk_line(parent, end_failed(client, parent))) from None
     print(tables.summary(table, seconds, status), flush=True)
     print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
+
+
+def end_failed(client: MlflowClient, parent: Parent) -> bool:
+    """On a full disk: the parent's children still RUNNING end KILLED and the parent FAILED,
+    as far as the store can still be written (updating a row may fit where adding one does
+    not); whether the parent ended."""
+    with contextlib.suppress(Exception):
+        tracking.end_running_children(client, parent.run_id)
+    try:
+        client.set_terminated(parent.run_id, "FAILED")
+    except Exception:
+        return False
+    return True
+
+
+def full_disk_line(parent: Parent, ended: bool) -> str:
+    """The one line of a sweep or search that a full disk stopped, saying how its parent was
+    left: ``ended`` FAILED, or RUNNING."""
+    left = "ended FAILED" if ended else "is left RUNNING: not even its status can be written"
+    return tracking.full_disk_line(
+        parent.tracking_uri,
+        f"the parent run {parent.run_id} {left}; free space, then resume it with RESUME=latest",
+    )
 
 
 def record_sweep(client: MlflowClient, parent: Parent, table: pd.DataFrame, swept: str):
@@ -260,3 +290,12 @@ def report_progress(cfg: DictConfig, outcome: Outcome, parent: Parent, job_num: 
     of = f"/{parent.n_jobs}" if parent.n_jobs else ""
     line = f"{run_name(cfg):16} {outcome.status:8} {r.accuracies}  {r.seconds:.1f}s"
     print(f"[job {job_num + 1}{of}] {line}", flush=True)
+
+
+def failure_line(parent: Parent, what: str, error: Exception) -> str:
+    """What stopped the sweep or search (``what``) of ``parent``, in one line."""
+    if isinstance(error, tracking.StoreError):
+        return str(error)
+    if tracking.full_disk(error):  # and yet its end was recorded: the parent ended FAILED
+        return full_disk_line(parent, ended=True)
+    return f"the {what} stopped: {type(error).__name__}: {first_line(error)}"
