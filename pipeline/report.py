@@ -6,7 +6,8 @@ Writes ``runs.csv``, ``runs.md`` (best first by validation accuracy), ``cost_cur
 (one panel per depth, coloured by learning rate) and ``accuracy_heatmap.png`` (validation
 accuracy over depth x width, one panel per learning rate) to ``reports/<name>/``, prints
 the best rows, and logs the files as artifacts of the sweep's parent run (under
-``report/``), so they also show in the UI. Runs without a validation part (val_size=0)
+``report/``), so they also show in the UI, unless the store cannot be written (an archived
+or shared store is only read). Runs without a validation part (val_size=0)
 are chosen by test accuracy, as before validation existed.
 """
 
@@ -88,7 +89,7 @@ def write_files(client: MlflowClient, table: pd.DataFrame, folder: Path) -> None
     plots.save_png(heatmap, folder / "accuracy_heatmap.png")
 
 
-def unwritable(out: str, error: OSError) -> str:
+def output_problem(out: str, error: OSError) -> str:
     """One line on why the report's folder ``out`` (--out) cannot be written."""
     if error.errno == errno.ENOSPC:
         return f"the disk of {out} is full: free space, or write the report elsewhere with --out"
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
     try:
-        client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+        client = tracking.connect(tracking.tracking_uri(args.tracking_uri), read_only=True)
         name, runs, parent = select_runs(client, args)
     except InputError as error:
         fail(error)
@@ -119,11 +120,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
     except OSError as error:
-        fail(unwritable(args.out, error))
+        fail(output_problem(args.out, error))
     print(f"{name}: {len(table)} runs, {tables.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
-    if parent:
+    if not parent:
+        return
+    read_only = tracking.unwritable(client.tracking_uri)
+    if read_only:
+        print(f"not logged to the sweep's parent run: the store cannot be written ({read_only})")
+    else:
         client.log_artifacts(parent, str(files[0].parent), artifact_path="report")
         print(f"and logged to the sweep's parent run {parent} under report/")
 

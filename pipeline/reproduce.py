@@ -6,6 +6,10 @@ experiment, tagged ``reproduced_from``. Then every point of the cost curves
 (``train_cost``, ``val_cost``, ``test_cost``) and the final metrics are compared. Exit 0
 when they match (bit for bit, or within ``--rtol``), 1 when they differ, 2 on bad input
 (and no run is created).
+
+A run cut short from outside its config (killed, pruned, its process dead) is reproduced up
+to the point where it stopped, no further, and only what it recorded is compared; the new
+run ends KILLED too, its ``killed_reason`` saying where and why it stopped.
 """
 
 import argparse
@@ -16,18 +20,60 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
+from omegaconf import DictConfig
 
+from pipeline.job.loop import Point, Stop
 from pipeline.job.recorded import config_file, recorded_config
-from pipeline.job.run import run_job, run_name
+from pipeline.job.run import DIVERGED, run_job, run_name
 from pipeline.processes import settings
 from pipeline.processes.errors import InputError, fail
-from pipeline.store import tracking
+from pipeline.store import tables, tracking
 
 # test_cost: one final point, or a whole curve in runs without a validation part
 CURVES = ("train_cost", "val_cost", "test_cost")
 
 
 FINAL = ("train_accuracy", "val_accuracy", "test_accuracy", "best_iteration", "stopped_at")
+
+
+@dataclass(frozen=True)
+class CutShort:
+    """Where a run stopped before its config's last iteration, and how it ended there."""
+
+    iteration: int  # its last logged point
+    status: str  # KILLED, PRUNED, FAILED (not diverged), or RUNNING (its process died)
+
+    def __str__(self) -> str:
+        return f"up to iteration {self.iteration} (the original was {self.status} there)"
+
+
+def cut_short(client: MlflowClient, run_id: str, cfg: DictConfig) -> CutShort | None:
+    """Where run ``run_id`` was cut short from outside its config, or None if it ended as
+    its config made it end (finished, early stopped, diverged); InputError if it was cut
+    short before its first point (nothing to compare)."""
+    run = client.get_run(run_id)
+    status, tags = run.info.status, run.data.tags
+    if status == "FINISHED" or tags.get("failure_reason", "").startswith(DIVERGED):
+        return None
+    steps = [m.step for m in client.get_metric_history(run_id, "train_cost")]
+    if not steps:
+        raise InputError(f"run {run_id} is {status} and logged no point: nothing to compare")
+    if max(steps) >= cfg.train.iterations:  # it stopped after training, e.g. while saving
+        return None
+    return CutShort(max(steps), tables.PRUNED if tracking.PRUNED_AT in tags else status)
+
+
+class StopAt:
+    """A training listener: end training at ``cut``'s iteration, as the original ended."""
+
+    def __init__(self, cut: CutShort, original: str) -> None:
+        self.cut = cut
+        self.reason = (
+            f"reproduced up to iteration {cut.iteration}, where run {original} was {cut.status}"
+        )
+
+    def __call__(self, point: Point) -> Stop | None:
+        return Stop(self.reason, killed=True) if point.iteration >= self.cut.iteration else None
 
 
 @dataclass
@@ -55,16 +101,23 @@ def metric_points(client: MlflowClient, run_id: str) -> dict[tuple[str, int], fl
     return points | {(key, -1): final[key] for key in FINAL if key in final}
 
 
-def compare(client: MlflowClient, original: str, reproduced: str, rtol: float) -> tuple[bool, str]:
-    """(match, verdict): identical, within rtol, or where the largest deviation is."""
+def compare(
+    client: MlflowClient, original: str, reproduced: str, rtol: float, cut: CutShort | None = None
+) -> tuple[bool, str]:
+    """(match, verdict): identical, within rtol, or where the largest deviation is. Of an
+    original ``cut`` short, only what it recorded is compared."""
     a, b = metric_points(client, original), metric_points(client, reproduced)
+    if cut:  # the reproduction's final metrics of a run that has none are not compared
+        b = {key: value for key, value in b.items() if key in a}
     if a.keys() != b.keys():
         only = sorted(a.keys() ^ b.keys())[:3]
         return False, f"differs: not the same points were recorded (e.g. {only})"
     deviations = [Deviation(k, s, a[k, s], b[k, s]) for k, s in a if not same(a[k, s], b[k, s])]
-    n = len(a)
+    n, scope = len(a), f" {cut}" if cut else ""
     if not deviations:
-        return True, f"identical: all {n} values (cost curves and final metrics) match bit for bit"
+        return True, (
+            f"identical{scope}: all {n} values (cost curves and final metrics) match bit for bit"
+        )
     worst = max(deviations, key=lambda d: (d.relative, d.absolute))
     where = "the final value" if worst.step < 0 else f"step {worst.step}"
     detail = (
@@ -73,7 +126,7 @@ def compare(client: MlflowClient, original: str, reproduced: str, rtol: float) -
         f"{len(deviations)} of {n} values differ"
     )
     if all(d.absolute <= rtol * abs(d.original) for d in deviations):
-        return True, f"match within rtol={rtol:g}: {detail}"
+        return True, f"match within rtol={rtol:g}{scope}: {detail}"
     return False, f"differs: {detail}"
 
 
@@ -95,12 +148,15 @@ def reproduce(args: argparse.Namespace) -> int:
         cfg, experiment = recorded_config(client, original)
         tags = {"reproduced_from": original}
     cfg.tracking.uri = client.tracking_uri  # where runs go is not part of what is reproduced
-    print(f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}", flush=True)
-    outcome = run_job(cfg, tags=tags, experiment_id=experiment)
+    cut = cut_short(client, original, cfg) if original else None
+    print(f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}"
+          f"{f' {cut}' if cut else ''}", flush=True)  # fmt: skip
+    stop = [StopAt(cut, original)] if cut else []
+    outcome = run_job(cfg, tags=tags, experiment_id=experiment, listeners=stop)
     print(f"new run {outcome.run_id} ({outcome.status})", flush=True)
     if not original:
         return 0
-    matches, verdict = compare(client, original, outcome.run_id, args.rtol)
+    matches, verdict = compare(client, original, outcome.run_id, args.rtol, cut)
     print(verdict, flush=True)
     return 0 if matches else 1
 

@@ -251,7 +251,7 @@ def resumed(
     client: MlflowClient, storage: optuna.storages.RDBStorage, url: str, which: str
 ) -> optuna.Study:
     """The study of the search ``which`` (its parent's run id, or latest)."""
-    run = parent_run.find(client, which)
+    run = parent_run.find(client, which, "search")
     name = run.data.tags.get(tables.STUDY_TAG)
     if name is None:
         raise InputError(f"{run.info.run_name} is a grid sweep: resume it with "

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
     try:
-        client = tracking.connect(uri)  # the store works, before the UI starts on it
+        client = tracking.connect(uri, read_only=True)  # it works, before the UI starts on it
     except tracking.StoreError as error:
         fail(error)
 

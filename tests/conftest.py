@@ -2,9 +2,11 @@
 a real PostgreSQL, a real `make server`."""
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -87,3 +89,39 @@ def server(tmp_path, backend):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+
+
+@pytest.fixture
+def read_only():
+    """read_only(folder): make ``folder`` and all in it unwritable, for root too: a read-only
+    bind mount of it where the kernel allows it, else the immutable attribute (root writes
+    through permissions), else its permissions; skips if none works; undone after."""
+    undo = []
+
+    def freeze(folder: Path) -> None:
+        def run(*command: str) -> bool:
+            return subprocess.run(command, capture_output=True).returncode == 0
+
+        if run("mount", "--bind", str(folder), str(folder)):
+            undo.append(("umount", str(folder)))
+            run("mount", "-o", "remount,ro,bind", str(folder))  # else: chattr below
+        chattr = not writes_fail(folder) and shutil.which("chattr")
+        if chattr and run("chattr", "-R", "+i", str(folder)):
+            undo.append(("chattr", "-R", "-i", str(folder)))
+        if not writes_fail(folder) and run("chmod", "-R", "a-w", str(folder)):  # not root
+            undo.append(("chmod", "-R", "u+w", str(folder)))
+        if not writes_fail(folder):
+            pytest.skip(f"cannot make {folder} read-only here")
+
+    yield freeze
+    for command in reversed(undo):
+        subprocess.run(command, capture_output=True)
+
+
+def writes_fail(folder: Path) -> bool:
+    try:
+        (folder / "probe").write_text("x")
+    except OSError:
+        return True
+    (folder / "probe").unlink()
+    return False

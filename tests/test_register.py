@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from pipeline.job import data as datasets
 from pipeline.job.recorded import recorded_config
@@ -59,6 +60,23 @@ def test_register_best_then_predict_as_pipeline_nn_does(store, tmp_path, monkeyp
     signature = model.metadata.signature
     assert signature.inputs.input_names() == ["x0", "x1"]
     assert signature.outputs.input_names() == ["p0", "p1", "label"]
+    refused_as_a_missing_column_is(model, x_test[:4])
+
+
+def refused_as_a_missing_column_is(model, x) -> None:
+    """NaN, None or infinite features gave NaN probabilities and label 0, silently: they are
+    refused as MLflow's schema enforcement refuses a missing column, naming where they are."""
+    with pytest.raises(MlflowException) as missing:
+        model.predict(pd.DataFrame(x[:, :1], columns=["x0"]))
+    assert "Model is missing inputs ['x1']" in missing.value.message  # MLflow's own refusal
+    for bad in (np.nan, np.inf, None):
+        frame = pd.DataFrame(x, columns=["x0", "x1"])  # None: NaN in a float column
+        frame.loc[2, "x1"] = bad
+        with pytest.raises(MlflowException) as refused:
+            model.predict(frame)
+        assert refused.value.error_code == missing.value.error_code
+        assert "x1" in refused.value.message and "row 2" in refused.value.message
+        assert "finite" in refused.value.message
 
 
 def test_bad_input_is_one_line_and_registers_nothing(store, tmp_path):

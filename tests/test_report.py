@@ -1,5 +1,8 @@
 """make report: one row per job with the runs' own values, plots, and the parent's artifacts."""
 
+import hashlib
+import shutil
+
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -120,3 +123,23 @@ def test_bad_input_exits_2_with_one_line(swept, args, message):
     done = report(uri, *args, cwd=folder)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_read_only_store_is_reported_and_left_as_it_was(swept, read_only, tmp_path):
+    """An archived or shared store, read-only, was refused: "cannot be written"."""
+    folder, uri, _ = swept
+    store = tmp_path / "store"
+    shutil.copytree(folder / "store", store)
+    names = sorted(p.name for p in store.iterdir())
+    read_only(store)
+    before = hashlib.sha256((store / "mlflow.db").read_bytes()).hexdigest()
+    done = report(f"sqlite:///{store / 'mlflow.db'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not done.stderr.strip(), done.stderr  # not an error: one plain line says it
+    (parent,), _ = parents_and_children(MlflowClient(uri))
+    report_folder = tmp_path / "reports" / parent.info.run_name
+    assert sorted(f.name for f in report_folder.iterdir()) == FILES
+    (line,) = [line for line in done.stdout.splitlines() if "parent run" in line]
+    assert line.startswith("not logged to the sweep's parent run: the store cannot be written (")
+    assert hashlib.sha256((store / "mlflow.db").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in store.iterdir()) == names

@@ -1,18 +1,21 @@
 """Reproduction from a run's recorded config: bit-for-bit curves, and one-line errors."""
 
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
 from pipeline.job.config import ADDED_LATER
 from pipeline.job.recorded import recorded_config
 from pipeline.job.run import run_job
+from pipeline.search import Pruning
 from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
@@ -189,6 +192,86 @@ def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
     cfg, experiment = recorded_config(client(), run.info.run_id)
     assert (cfg.model.width, cfg.seed, cfg.train.iterations) == (8, 7, 100_000_000)
     assert experiment == run.info.experiment_id
+
+
+def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_path):
+    """A run killed mid-training was "differs: not the same points were recorded" (exit 1):
+    its reproduction trained to the end and recorded final metrics the original never had."""
+    uri, client = store
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        f"tracking.uri={uri}",
+        "model.width=8",
+        "train.iterations=30000",
+        "train.log_every=20",
+        "tracking.flush_seconds=0.2",
+    ]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(train_cost(client(), uri)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    finally:
+        process.kill()
+    (killed,) = all_runs(client())
+    steps = [m.step for m in client().get_metric_history(killed.info.run_id, "train_cost")]
+    at = max(steps)
+    assert killed.info.status == "KILLED" and 400 <= at < 30000 and "train_accuracy" not in (
+        killed.data.metrics
+    )  # fmt: skip
+
+    done = reproduce(uri, killed.info.run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    n = 2 * len(steps)  # train and val curves, no final metric
+    assert f"identical up to iteration {at} (the original was KILLED there): all {n} values" in (
+        done.stdout
+    )  # fmt: skip
+    new = reproduction_of(client(), killed.info.run_id)
+    assert new.info.status == "KILLED"  # it was not trained to its config's end either
+    assert new.data.tags["killed_reason"] == (
+        f"reproduced up to iteration {at}, where run {killed.info.run_id} was KILLED"
+    )
+    again = client().get_metric_history(new.info.run_id, "train_cost")
+    assert max(m.step for m in again) == at == new.data.metrics["stopped_at"]  # not further
+
+
+def test_a_pruned_trial_reproduces_up_to_where_it_was_pruned(compose_config, store, tmp_path):
+    """A search's pruned trial ("differs: ... ('stopped_at', -1)"): here Optuna's own
+    ThresholdPruner prunes it, through the search's listener, at iteration 50."""
+    uri, client = store
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0, n_warmup_steps=50)
+    )  # -val_cost is below 0: pruned at the first point past the warm-up
+    cfg = compose_config(f"tracking.uri={uri}", "train=quick", "model.width=8")
+    pruned = run_job(cfg, listeners=[Pruning(study.ask(), "threshold")])
+    run = client().get_run(pruned.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["pruned_at"] == "50"
+
+    done = reproduce(uri, pruned.run_id, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    n = 2 * 26 + 1 + 3 + 1  # curves to 50, test_cost, accuracies, stopped_at
+    assert f"identical up to iteration 50 (the original was PRUNED there): all {n} values" in (
+        done.stdout
+    )  # fmt: skip
+    new = reproduction_of(client(), pruned.run_id)
+    assert new.info.status == "KILLED" and "pruned_at" not in new.data.tags  # no search's
+    assert new.data.tags["killed_reason"].endswith(f"where run {pruned.run_id} was PRUNED")
+    assert max(m.step for m in client().get_metric_history(new.info.run_id, "val_cost")) == 50
+
+
+def reproduction_of(client, run_id):
+    (new,) = [r for r in all_runs(client) if r.data.tags.get("reproduced_from") == run_id]
+    return new
+
+
+def train_cost(client, uri) -> list:
+    runs = all_runs(client) if Path(uri.removeprefix("sqlite:///")).exists() else []
+    return client.get_metric_history(runs[0].info.run_id, "train_cost") if runs else []
 
 
 def has_config(client, uri) -> bool:

@@ -14,9 +14,15 @@ from tests.helpers import fetch, free_port
 pytestmark = pytest.mark.slow
 
 
-def test_ui_serves_the_store_and_points_at_the_runs_table(compose_config, store, tmp_path):
+@pytest.mark.parametrize("frozen", [False, True], ids=["writable", "read_only"])
+def test_ui_serves_the_store_and_points_at_the_runs_table(
+    compose_config, store, tmp_path, read_only, frozen
+):
+    """Also a read-only store (archived, shared), which was refused: "cannot be written"."""
     uri, _ = store
     outcome = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
+    if frozen:
+        read_only(tmp_path / "store")
     port = free_port()
     env = {k: v for k, v in os.environ.items()} | {"MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(

@@ -43,7 +43,10 @@ class Stop:
     reason: str
     parameters: Mapping[str, np.ndarray] | None = None  # None: the current ones
     iteration: int | None = None  # the iteration ``parameters`` come from
-    pruned: bool = False  # a search's pruner gave up on this run: its result is not wanted
+    # The run ends KILLED: its training was cut short from outside (a search's pruner; a
+    # reproduction stopping where the run it reproduces was stopped), not by its config.
+    killed: bool = False
+    pruned: bool = False  # killed by a search's pruner: its result is not wanted
 
 
 Listener = Callable[[Point], Stop | None]
@@ -63,7 +66,8 @@ class Result:
     diverged_at: int | None = None  # the iteration whose cost was NaN or infinite
     stopped_at: int | None = None  # the point at which a listener ended training
     stop_reason: str | None = None  # why it did
-    pruned: bool = False  # the listener that stopped it was a search's pruner
+    killed: bool = False  # the listener that stopped it cut it short (see Stop.killed)
+    pruned: bool = False  # that listener was a search's pruner
     best_iteration: int | None = None  # where the kept parameters come from, if not the last
 
     @property
@@ -165,6 +169,7 @@ def train(
                 if stops:
                     result.stopped_at, result.stop_reason = i, stops[0].reason
                     result.pruned = stops[0].pruned
+                    result.killed = stops[0].killed or stops[0].pruned
                     if stops[0].parameters is not None:
                         parameters = dict(stops[0].parameters)
                         result.best_iteration = stops[0].iteration

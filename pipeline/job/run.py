@@ -22,6 +22,7 @@ from pipeline.job.loop import Listener, Result, layer_dims, train
 from pipeline.store import plots, tracking
 
 log = logging.getLogger(__name__)
+DIVERGED = "diverged"  # how a diverged run's failure_reason starts
 
 
 @dataclass
@@ -59,7 +60,8 @@ def run_job(
     """Validate ``cfg`` (raises ConfigError before anything is created), train, and track.
 
     ``listeners`` are called at each logged point after the job's own (a search's pruning);
-    a run one of them prunes ends KILLED, tagged ``pruned_at`` and ``killed_reason``.
+    a run one of them cuts short (Stop.killed) ends KILLED, tagged ``killed_reason`` (and
+    ``pruned_at`` if it was pruned).
     """
     validate(cfg)
     data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
@@ -109,7 +111,7 @@ def run_job(
         record(client, run_id, cfg, data, result, live)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
-        elif result.pruned:
+        elif result.killed:
             outcome["status"] = "KILLED"
     return Outcome(run_id, experiment, outcome["status"], result)
 
@@ -136,12 +138,14 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> 
             )
             files["decision_boundary.png"] = partial(plots.save_png, boundary)
     else:
-        tags["failure_reason"] = f"diverged: cost not finite at iteration {result.diverged_at}"
+        tags["failure_reason"] = f"{DIVERGED}: cost not finite at iteration {result.diverged_at}"
         log.warning("%s: %s", run_name(cfg), tags["failure_reason"])
     if result.stopped_at is not None:
         final |= {"stopped_at": result.stopped_at}
+    if result.killed:
+        tags[tracking.KILLED_REASON] = result.stop_reason
     if result.pruned:
-        tags |= {tracking.PRUNED_AT: result.stopped_at, tracking.KILLED_REASON: result.stop_reason}
+        tags[tracking.PRUNED_AT] = result.stopped_at
     if result.best_iteration is not None:
         final |= {"best_iteration": result.best_iteration}
     live.finish(final, tags, result.final_step)

@@ -15,7 +15,11 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    ErrorCode,
+)
 from mlflow.pyfunc import PythonModel
 
 from pipeline.nn import L_model_forward
@@ -50,13 +54,33 @@ class Network(PythonModel):
         self.activation = context.model_config["activation"]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        x = model_input[feature_columns(len(self.mean))].to_numpy(dtype=np.float64)
+        columns = feature_columns(len(self.mean))
+        x = model_input[columns].to_numpy(dtype=np.float64)
+        check_finite(x, columns, model_input.index)
         X = ((x - self.mean) / self.scale).T  # StandardScaler.transform's arithmetic
         AL, _ = L_model_forward(X, self.parameters, hidden_activation=self.activation)
         probabilities = np.vstack([1 - AL, AL]) if AL.shape[0] == 1 else AL
         frame = pd.DataFrame(probabilities.T, columns=probability_columns(len(probabilities)))
         frame[LABEL] = labels_of(AL)[0]
         return frame
+
+
+def check_finite(x: np.ndarray, columns: list[str], rows: pd.Index) -> None:
+    """Refuse features that are not finite numbers (NaN, None, infinite) as MLflow's schema
+    enforcement refuses a missing column: they would give NaN probabilities and label 0."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    where = []
+    for j in np.flatnonzero(bad.any(axis=0)):
+        at = [str(rows[i]) for i in np.flatnonzero(bad[:, j])]
+        more = f" and {len(at) - 3} more" if len(at) > 3 else ""
+        where.append(f"{columns[j]} at row{'s' * (len(at) > 1)} {', '.join(at[:3])}{more}")
+    raise MlflowException(
+        f"Model input is not finite (NaN, None or infinite) in {'; '.join(where)}: "
+        "every feature must be a finite number",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
 
 
 @dataclass

@@ -38,8 +38,10 @@ COLUMNS = {
 }
 
 
-def latest_sweep(client: MlflowClient):
-    """The newest parent run (a sweep) in the store, or else the newest run, or None.
+def latest_sweep(client: MlflowClient, kind: str | None = None):
+    """The newest parent run in the store, or else the newest run, or None. ``kind``:
+    "sweep" for the newest grid sweep's parent, "search" for the newest search's (no other
+    run then stands in).
 
     Asked of the store, not picked from a page of runs: a sweep's parent starts before its
     jobs, so after a large sweep it is far down the list of newest runs.
@@ -48,10 +50,19 @@ def latest_sweep(client: MlflowClient):
     if not experiments:
         return None
     newest = functools.partial(
-        client.search_runs, experiments, order_by=["attributes.start_time DESC"], max_results=1
+        client.search_runs, experiments, order_by=["attributes.start_time DESC"]
     )
     # LIKE '%': every run that has the tag (IS NOT NULL is newer than some MLflow 3 releases)
-    runs = newest(f"tags.`{tracking.SWEEP_TAG}` LIKE '%'") or newest()
+    parents = f"tags.`{tracking.SWEEP_TAG}` LIKE '%'"
+    if kind == "search":
+        parents += f" and tags.`{STUDY_TAG}` LIKE '%'"
+    page = newest(parents, max_results=100)
+    while page:  # a grid sweep: the newest parent without a study (IS NULL: as above)
+        for run in page:
+            if kind != "sweep" or STUDY_TAG not in run.data.tags:
+                return run
+        page = page.token and newest(parents, max_results=100, page_token=page.token)
+    runs = [] if kind else newest(max_results=1)
     return runs[0] if runs else None
 
 

@@ -69,9 +69,10 @@ class StoreError(InputError):
 
 
 @functools.cache
-def connect(uri: str) -> MlflowClient:
+def connect(uri: str, read_only: bool = False) -> MlflowClient:
     """A client on ``uri``, one per process, once the store has answered; a new SQLite store
-    gets its folder and schema here. StoreError if the store cannot be used.
+    gets its folder and schema here. StoreError if the store cannot be used. ``read_only``:
+    an existing SQLite store is only read (an archived or shared one may be read-only).
 
     Two processes creating the same new store at once race on its schema (a table or
     column "already exists"): a lock file beside the database lets one create it.
@@ -87,6 +88,9 @@ def connect(uri: str) -> MlflowClient:
             check_database_server(uri)
         return answering_client(uri)
     database = Path(uri.removeprefix(SQLITE))
+    if read_only and database.is_file():  # nothing to create: no folder, no lock
+        check_intact(database)
+        return answering_client(uri)
     check_sqlite_store(database)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -129,11 +133,14 @@ def check_sqlite_store(db: Path) -> None:
         raise StoreError(
             f"cannot make the store's folder {db.parent} ({error.strerror}): {ELSEWHERE}"
         ) from None
-    # the folder, the artifacts' folder beside it (see experiment_id) and the database
-    for path, folder in ((db.parent, True), (db.parent / "artifacts", True), (db, False)):
-        reason = path.exists() and cannot_write(path, folder)
-        if reason:
-            raise StoreError(f"the store {db} cannot be written ({path}: {reason}): {ELSEWHERE}")
+    reason = sqlite_unwritable(db)
+    if reason:
+        raise StoreError(f"the store {db} cannot be written ({reason}): {ELSEWHERE}")
+    check_intact(db)
+
+
+def check_intact(db: Path) -> None:
+    """StoreError if ``db`` has content but is not an intact SQLite database."""
     if db.is_file() and db.stat().st_size:
         try:  # quick_check reads every page: a truncated file fails here, not mid-run
             read_only = f"{db.resolve().as_uri()}?mode=ro"
@@ -146,6 +153,22 @@ def check_sqlite_store(db: Path) -> None:
                 f"the store {db} is not an intact SQLite database ({verdict.splitlines()[0]}): "
                 f"restore it from a backup, or move it away and a new store is made there"
             )
+
+
+def unwritable(uri: str) -> str | None:
+    """Why the store at ``uri`` cannot be written (``<path>: <reason>``), or None; a store
+    that is no SQLite file answers for itself when written to."""
+    return sqlite_unwritable(Path(uri.removeprefix(SQLITE))) if uri.startswith(SQLITE) else None
+
+
+def sqlite_unwritable(db: Path) -> str | None:
+    """Why the SQLite store ``db`` cannot be written: its folder, the artifacts' folder beside
+    it (see experiment_id) or the database; None if each that exists can be."""
+    for path, folder in ((db.parent, True), (db.parent / "artifacts", True), (db, False)):
+        reason = path.exists() and cannot_write(path, folder)
+        if reason:
+            return f"{path}: {reason}"
+    return None
 
 
 def cannot_write(path: Path, folder: bool) -> str | None:

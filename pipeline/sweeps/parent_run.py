@@ -119,11 +119,15 @@ def check_resume_target(which: str) -> None:
         raise InputError(f"--resume takes a parent run id or latest, not {which}")
 
 
-def find(client: MlflowClient, which: str) -> Run:
-    """The parent run ``which`` (a run id, or ``latest``); InputError if it is not a sweep's."""
-    run = tables.latest_sweep(client) if which == "latest" else tracking.get_run(client, which)
+def find(client: MlflowClient, which: str, kind: str = "sweep") -> Run:
+    """The parent run ``which``: a run id, or ``latest``, the newest of ``kind`` (a grid
+    "sweep" or a "search"); InputError if it is not a sweep's."""
+    if which == "latest":
+        run = tables.latest_sweep(client, kind)
+    else:
+        run = tracking.get_run(client, which)
     if run is None or tracking.SWEEP_TAG not in run.data.tags:
-        what = "the store has no sweep" if run is None else f"run {which} is not a sweep's parent"
+        what = f"the store has no {kind}" if run is None else f"run {which} is not a sweep's parent"
         raise InputError(f"cannot resume: {what} (in {client.tracking_uri})")
     return run
 
