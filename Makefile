@@ -13,7 +13,12 @@ ARGS   ?=
 # a PostgreSQL URL); the defaults live in pipeline/server.py
 BACKEND_URI ?=
 ARTIFACTS   ?=
-export PORT
+# Every value given to make reaches a recipe through the environment, quoted there ("$$RUN"),
+# so that no value is ever run as a command; ARGS, a list of overrides, is split into words by
+# pipeline/from_make.py (as a shell splits them, without running anything). `exec`: make's
+# signals reach the entry point, not a shell between them.
+export RUN SWEEP RESUME N HOST PORT BACKEND_URI ARTIFACTS ARGS
+WITH_ARGS := $(PY) -m pipeline.from_make
 # MLflow 3 sends usage telemetry unless told not to: never from this project.
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
@@ -32,32 +37,32 @@ $(VENV): pyproject.toml
 install: $(VENV)  ## create .venv and install the project with its dev tools
 
 sweep: $(VENV)  ## run a sweep (SWEEP=default, ARGS="overrides"; RESUME=<parent id>|latest; DRY=1)
-	$(PY) -m pipeline.train -m $(if $(RESUME),--resume $(RESUME),sweep=$(SWEEP)) \
-		$(if $(DRY),--dry-run) $(ARGS)
+	exec $(WITH_ARGS) pipeline.train -m $(if $(RESUME),--resume "$$RESUME",sweep="$$SWEEP") \
+		$(if $(DRY),--dry-run)
 
 ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
-	$(PY) -m pipeline.ui $(if $(HOST),--host $(HOST))
+	exec $(PY) -m pipeline.ui $(if $(HOST),--host "$$HOST")
 
 server: $(VENV)  ## a shared MLflow tracking server on HOST:PORT (runs go there with tracking=server)
-	$(PY) -m pipeline.server $(if $(HOST),--host $(HOST)) \
-		$(if $(BACKEND_URI),--backend-store-uri '$(BACKEND_URI)') \
-		$(if $(ARTIFACTS),--artifacts-destination '$(ARTIFACTS)')
+	exec $(PY) -m pipeline.server $(if $(HOST),--host "$$HOST") \
+		$(if $(BACKEND_URI),--backend-store-uri "$$BACKEND_URI") \
+		$(if $(ARTIFACTS),--artifacts-destination "$$ARTIFACTS")
 
 reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run id or config.yaml>
-	@test -n "$(RUN)" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
-	$(PY) -m pipeline.reproduce $(RUN) $(ARGS)
+	@test -n "$$RUN" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
+	exec $(WITH_ARGS) pipeline.reproduce "$$RUN"
 
 register: $(VENV)  ## a run's network in the Model Registry, alias champion: RUN=<run id>|best
-	@test -n "$(RUN)" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
-	$(PY) -m pipeline.register $(RUN) $(ARGS)
+	@test -n "$$RUN" || { echo "error: RUN is not set: make register RUN=<run id>|best" >&2; exit 2; }
+	exec $(WITH_ARGS) pipeline.register "$$RUN"
 
 # make search: N trials (default: search.n_trials in pipeline/job/config.py)
 search: $(VENV)  ## Bayesian search (Optuna TPE, pruning): N trials; RESUME=<parent id>|latest
-	$(PY) -m pipeline.search $(if $(RESUME),--resume $(RESUME)) $(if $(N),search.n_trials=$(N)) \
-		$(ARGS)
+	exec $(WITH_ARGS) pipeline.search $(if $(RESUME),--resume "$$RESUME") \
+		$(if $(N),search.n_trials="$$N")
 
 report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent run id>")
-	$(PY) -m pipeline.report $(ARGS)
+	exec $(WITH_ARGS) pipeline.report
 
 gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="model.depth=3")
 	$(PY) -m pipeline.gradcheck $(ARGS)

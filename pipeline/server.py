@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from pipeline.processes import settings
+from pipeline.processes.errors import InputError, fail
 from pipeline.store import tracking
-from pipeline.store.web import add_address_arguments, serve
+from pipeline.store.web import add_address_arguments, address, serve
 
 DEFAULT_BACKEND = "sqlite:///mlruns/server/mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns/server/artifacts"
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts-destination", default=DEFAULT_ARTIFACTS, help="%(default)s")
     parser.add_argument("--workers", type=int, default=2, help="%(default)s")
     args = parser.parse_args(argv)
+    try:
+        host, port = address(args)
+    except InputError as error:
+        fail(error)
     if args.backend_store_uri.startswith(tracking.SQLITE):
         Path(args.backend_store_uri.removeprefix(tracking.SQLITE)).parent.mkdir(
             parents=True, exist_ok=True
@@ -33,11 +38,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"MLflow tracking server on {base} (store {args.backend_store_uri}).", flush=True)
         print(f"Runs go there with tracking=server; the UI: {tracking.experiments_url(base)}")
 
-    command = [sys.executable, "-m", "mlflow", "server", "--host", args.host]
-    command += ["--port", str(args.port), "--workers", str(args.workers)]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", host]
+    command += ["--port", str(port), "--workers", str(args.workers)]
     command += ["--backend-store-uri", args.backend_store_uri, "--serve-artifacts"]
     command += ["--artifacts-destination", args.artifacts_destination]
-    serve(command, args.host, args.port, announce)
+    try:
+        sys.exit(serve(command, host, port, announce))
+    except InputError as error:
+        fail(error)
 
 
 if __name__ == "__main__":

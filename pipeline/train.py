@@ -11,6 +11,7 @@ ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -150,16 +151,20 @@ def run_sweep(args, own: dict) -> int:
         if cfg.search.space:
             raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
                              "(python -m pipeline.search)")  # fmt: skip
-        plan = grid.plan(name, cfg, task)
+        if own.get("dry_run") and not own.get("resume"):  # each job listed as it is checked
+            jobs = grid.planned_jobs(cfg.hydra.sweeper, task, cfg.sweep.max_jobs)
+            return dry_run(grid.checked_jobs(name, cfg, jobs), len(jobs), cfg)
+        # a resumed sweep runs the jobs it recorded, however many
+        plan = grid.plan(name, cfg, task, None if own.get("resume") else cfg.sweep.max_jobs)
         if own.get("resume") and plan.digests != recorded["digests"]:
             raise InputError(
                 f"conf/ has changed since {run.info.run_name} started: its jobs are not the "
                 "same today; resume it from the commit it ran (tag git_commit)"
             )
     if own.get("dry_run"):
-        done = parent_run.finished_digests(client, run.info.run_id) if own.get("resume") else None
-        print(grid.dry_run_listing(plan, done))
-        return 0
+        done = parent_run.finished_digests(client, run.info.run_id)
+        rows = zip(plan.jobs, plan.names, plan.digests, strict=True)
+        return dry_run(rows, sum(digest not in done for digest in plan.digests), cfg, done)
     client = tracking.connect(uri)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     if own.get("resume"):
@@ -180,6 +185,22 @@ def run_sweep(args, own: dict) -> int:
     return launch(parent, hydra_argv, warming)
 
 
+def dry_run(rows, n_to_run: int, cfg: DictConfig, done: set[str] | None = None) -> int:
+    """Print a dry run's job list, a line as each job is checked, and how long the jobs to run
+    would take at today's time per job; the exit code (141, as for SIGPIPE, when the reader
+    of the list stops reading: ``| head``)."""
+    try:
+        for line in grid.listing_lines(rows, done):
+            print(line, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 128 + signal.SIGPIPE
+    estimate = grid.time_estimate(cfg, n_to_run)
+    if estimate:
+        print(estimate)
+    return 0
+
+
 def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     """With joblib's launcher, start its worker processes now, importing what a job needs,
     while this process checks the jobs and creates the parent: their start overlaps ours.
@@ -191,7 +212,7 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     from joblib import Parallel, delayed
 
     arguments = hydra_adapter.joblib_arguments(launcher)
-    n_workers = os.cpu_count() if arguments["n_jobs"] == -1 else max(1, arguments["n_jobs"])
+    n_workers = grid.launcher_workers(launcher)
 
     def warm() -> None:
         Parallel(**arguments)(delayed(import_job_modules)() for _ in range(n_workers))

@@ -9,10 +9,10 @@ import logging
 import sys
 
 from pipeline.processes import settings
-from pipeline.processes.errors import fail
+from pipeline.processes.errors import InputError, fail
 from pipeline.store import tracking
 from pipeline.store.tables import latest_sweep
-from pipeline.store.web import add_address_arguments, serve
+from pipeline.store.web import add_address_arguments, address, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,12 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     add_address_arguments(parser)
     args = parser.parse_args(argv)
     uri = tracking.tracking_uri()
-    if not uri.startswith("sqlite:"):  # sqlite:// (in memory) is refused by connect
-        fail(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
     try:
+        host, port = address(args)  # before the store is opened
+        if not uri.startswith("sqlite:"):  # sqlite:// (in memory) is refused by connect
+            raise InputError(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
         client = tracking.connect(uri, read_only=True)  # it works, before the UI starts on it
-    except tracking.StoreError as error:
+    except InputError as error:
         fail(error)
 
     def announce(base: str) -> None:
@@ -37,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"latest: {run.info.run_name}. Its runs table: {table}", flush=True)
 
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]  # one user
-    serve(command, args.host, args.port, announce)
+    command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user
+    try:
+        sys.exit(serve(command, host, port, announce))
+    except InputError as error:
+        fail(error)
 
 
 if __name__ == "__main__":

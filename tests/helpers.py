@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -76,3 +77,18 @@ def assert_one_error_line(done, *fragments: str, code: int = 2) -> None:
     assert "Traceback" not in done.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def assert_entry_fails_in_one_line(entry, argv: list[str], capsys, *fragments: str) -> str:
+    """``entry(argv)``, an entry point's main function called in this process, exits 2 with
+    one line on stderr holding every fragment (as assert_one_error_line, without a process);
+    returns what it printed on stdout."""
+    capsys.readouterr()  # what came before
+    try:
+        entry(argv)
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    printed = capsys.readouterr()
+    assert_one_error_line(types.SimpleNamespace(returncode=code, stderr=printed.err), *fragments)
+    return printed.out

@@ -13,7 +13,14 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipeline.store import tracking
-from tests.helpers import all_runs, assert_one_error_line, parents_and_children, run_cli
+from tests.helpers import (
+    ROOT,
+    all_runs,
+    assert_one_error_line,
+    free_port,
+    parents_and_children,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 QUICK = ["train.iterations=40", "train.log_every=4"]
@@ -36,7 +43,7 @@ def test_single_job_from_the_command_line(store, tmp_path):
     ("override", "message"),
     [
         ("model.depth=-1", "error: model.depth=-1 is invalid: must be >= 0"),
-        ("train.learning_rate=0", "error: train.learning_rate=0.0 is invalid: must be > 0"),
+        ("train.learning_rate=0", "error: train.learning_rate=0.0 is invalid: must be a finite"),
         ("dataset.test_size=1.5", "error: dataset.test_size=1.5 is invalid"),
         ("train.log_every=100", "error: train.log_every=100 is invalid"),
         ("dataset.n_samples=4", "error: dataset.n_samples=4 is invalid"),
@@ -236,3 +243,72 @@ def test_sweep_through_the_submitit_local_launcher(store, tmp_path):
     assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
     assert list((tmp_path / "multirun").rglob(".submitit")), "the jobs ran through submitit"
+
+
+# ---- make: what a user types is passed on, never run ------------------------------------------
+
+
+def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``make -s ARGS`` in the project's root; make's own "Error 2" line left out of stderr."""
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          env=os.environ | (env or {}), timeout=300)  # fmt: skip
+    lines = done.stderr.splitlines()
+    done.stderr = "\n".join(line for line in lines if not line.startswith("make: ***"))
+    return done
+
+
+INJECTED = "x;echo INJECTED"  # run as a command, it prints INJECTED on a line of its own
+
+
+@pytest.fixture(scope="module")
+def made_store(tmp_path_factory) -> str:
+    """A store that exists (a new one's MLflow lines would join the error's): its URI."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('made') / 'mlflow.db'}"
+    tracking.connect(uri)
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["reproduce", f"RUN={INJECTED}"], f"run '{INJECTED}' not found"),
+        (["sweep", "DRY=1", "ARGS=model.depth=1; echo INJECTED"], "model.depth=1; cannot be"),
+        (["sweep", "DRY=1", "ARGS=model.depth=`echo INJECTED`"], "model.depth=`echo"),
+        (["sweep", "DRY=1", "ARGS=model.depth=$$(echo INJECTED)"], "model.depth=$(echo"),
+        (["sweep", "DRY=1", f"RESUME={INJECTED}"], f"'{INJECTED}' not found"),
+        (["search", f"N={INJECTED}"], f"search.n_trials={INJECTED} cannot be parsed"),
+        (["ui", f"HOST={INJECTED}"], f"HOST={INJECTED} is not an address of this machine"),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else None,
+)
+def test_make_never_runs_a_value_as_a_command(made_store, args, message):
+    done = make(*args, env={"MLFLOW_TRACKING_URI": made_store, "PORT": str(free_port())})
+    assert "INJECTED" not in done.stdout.splitlines()
+    assert_one_error_line(done, message)
+
+
+def test_make_passes_a_path_with_spaces_and_quoted_overrides_whole(made_store, tmp_path):
+    uri = made_store
+    config = tmp_path / "a folder" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text("a: 1\n")
+    done = make("reproduce", f"RUN={config}", env={"MLFLOW_TRACKING_URI": uri})
+    assert_one_error_line(done, f"{config} is not a config")  # the path reached it whole
+    done = make("sweep", "DRY=1", "ARGS='dataset=glob(m*)' model.depth=2 'tracking.experiment=a b'",
+                env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    jobs = done.stdout.splitlines()[:-1]
+    assert len(jobs) == 9 and all("dataset=moons tracking.experiment=a\\ b" in j for j in jobs)
+
+
+def test_a_dry_run_read_line_by_line_and_left_early_ends_quietly():
+    """``make sweep DRY=1 | head``: the list arrives a line at a time; when its reader stops,
+    the dry run stops too, exit 141 as for SIGPIPE, no traceback."""
+    grid = ["-m", "--dry-run", "model.width=range(1,1000)"]
+    command = [sys.executable, "-m", "pipeline.train", *grid]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = subprocess.Popen(command, cwd=ROOT, text=True, **pipes)
+    assert process.stdout.readline().split()[:2] == ["1", "d2-w1-lr0.1"]
+    process.stdout.close()  # as `head -1` does
+    assert process.wait(timeout=300) == 141
+    assert process.stderr.read() == ""

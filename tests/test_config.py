@@ -1,17 +1,21 @@
 """Every config composes through Hydra, and every bad value is named with its key."""
 
+import os
 import re
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.types import RunMode
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 
+from pipeline import train
 from pipeline.job.config import (
     PRUNERS,
     ConfigError,
@@ -25,11 +29,12 @@ from pipeline.job.config import (
 from pipeline.job.data import BUNDLED_SHAPES, load
 from pipeline.job.loop import layer_dims
 from pipeline.search import compose_search
-from pipeline.sweeps import hydra_adapter
+from pipeline.store import tables, tracking
+from pipeline.sweeps import grid, hydra_adapter
 from pipeline.sweeps.dimensions import corners, distributions
 from pipeline.sweeps.grid import plan, planned_jobs
 from pipeline.sweeps.studies import pruner
-from tests.helpers import CONF
+from tests.helpers import CONF, assert_entry_fails_in_one_line
 
 GROUPS = ["dataset", "model", "train", "tracking"]
 
@@ -44,7 +49,8 @@ def options(group):
 def test_every_group_option_composes_and_validates(compose_config, override):
     cfg = compose_config(override)
     validate(cfg)
-    assert set(cfg) == {"dataset", "model", "train", "tracking", "search", "seed", "sweep_name"}
+    assert set(cfg) == {"dataset", "model", "train", "tracking", "search", "sweep", "seed",
+                        "sweep_name"}  # fmt: skip
 
 
 @pytest.mark.parametrize("sweep", [s for s in options("sweep") if s != "search"])  # see below
@@ -150,7 +156,8 @@ def test_a_bad_value_in_a_sweep_is_a_config_error_not_an_exit(compose_config, ty
 def test_the_digest_counts_what_changes_the_result_and_nothing_else(compose_config):
     base = config_digest(compose_config())
     assert config_digest(compose_config()) == base  # stable
-    for same in ("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x", "sweep_name=y"):
+    for same in ("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x", "sweep_name=y",
+                 "sweep.max_jobs=5", "search.workers=3"):  # fmt: skip
         assert config_digest(compose_config(same)) == base, same
     for other in ("train.dtype=float32", "train.blas_threads=2", "seed=1", "model.width=17"):
         assert config_digest(compose_config(other)) != base, other
@@ -179,8 +186,8 @@ def test_defaults(compose_config):
     [
         ("model.depth=-1", "model.depth=-1 is invalid: must be >= 0"),
         ("model.width=0", "model.width=0 is invalid: must be >= 1"),
-        ("train.learning_rate=0", "train.learning_rate=0.0 is invalid: must be > 0"),
-        ("train.learning_rate=-0.5", "train.learning_rate=-0.5 is invalid: must be > 0"),
+        ("train.learning_rate=0", "train.learning_rate=0.0 is invalid: must be a finite number"),
+        ("train.learning_rate=-0.5", "train.learning_rate=-0.5 is invalid: must be a finite"),
         ("train.iterations=0", "train.iterations=0 is invalid: must be >= 1"),
         ("train.log_every=0", "train.log_every=0 is invalid: must be between 1 and"),
         ("train.log_every=5000", "train.log_every=5000 is invalid: must be between 1 and"),
@@ -200,7 +207,7 @@ def test_defaults(compose_config):
         ("train.patience=-1", "train.patience=-1 is invalid: must be >= 0"),
         ("train=early_stop dataset.val_size=0", "train.patience=10 is invalid: early stopping "
          "watches val_cost: set dataset.val_size > 0"),
-        ("train.min_delta=-1", "train.min_delta=-1.0 is invalid: must be >= 0"),
+        ("train.min_delta=-1", "train.min_delta=-1.0 is invalid: must be a finite number >= 0"),
         ("tracking.flush_seconds=0", "tracking.flush_seconds=0.0 is invalid: must be > 0"),
     ],
 )  # fmt: skip
@@ -221,7 +228,7 @@ def test_bad_values_name_key_and_value(compose_config, override, message):
         ),
         ("model.depht=3", "model.depht is not a config key: Key 'depht' not in 'ModelConfig'"),
         ("model=wide", "model=wide is invalid: known options: default, logistic"),
-        ("seed=[1", "seed=[1 is invalid: no viable alternative at input '[1'"),
+        ("seed=[1", "seed=[1 cannot be parsed: no viable alternative at input '[1'"),
     ],
 )
 def test_hydra_composition_errors_become_one_line(compose_config, override, line):
@@ -309,3 +316,56 @@ def test_classification_accepts_the_most_classes_scikit_learn_makes_and_no_more(
     too_many = OmegaConf.merge(ok, {"dataset": {"n_classes": most + 1}})
     with pytest.raises(ConfigError, match=f"at most {most} classes"):
         validate(too_many)
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []], ids=["dry run", "sweep"])
+def test_a_grid_over_sweep_max_jobs_is_refused_before_any_job_is_composed(
+    dry_run, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    # its first job (width 0) is invalid: had it been composed, that would be the error;
+    # Hydra's basic launcher: no joblib workers warming in this process
+    grid = ["model.width=range(0,1001)", "hydra/launcher=basic"]
+    argv = ["-m", *dry_run, *grid, f"tracking.uri={uri}"]
+    assert_entry_fails_in_one_line(train.cli, argv, capsys, "the grid has 1,001 jobs, more than "
+                                   "sweep.max_jobs=1,000", "sweep.max_jobs=1001")  # fmt: skip
+    assert os.listdir(tmp_path) == []  # no store, no Hydra outputs
+    listed = assert_entry_fails_in_one_line(
+        train.cli, [*argv, "sweep.max_jobs=1001"], capsys, "model.width=0 is invalid"
+    )
+    assert listed == ""  # the first job was the bad one
+
+
+def test_a_dry_run_lists_each_job_as_soon_as_it_is_checked(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["-m", "--dry-run", "model.width=4,8,0", "model.depth=1"]
+    listed = assert_entry_fails_in_one_line(train.cli, argv, capsys, "model.width=0 is invalid")
+    # the jobs before the bad one were listed before it was checked
+    lines = [line.split()[:2] for line in listed.splitlines()]
+    assert lines == [["1", "d1-w4-lr0.1"], ["2", "d1-w8-lr0.1"]]
+
+
+def test_a_dry_run_says_how_long_at_the_latest_sweeps_time_per_job(compose_config, store):
+    uri, _ = store
+    client = tracking.connect(uri)
+    experiment = tracking.experiment_id(client, "moons")
+
+    def finished_sweep(name: str, seconds: list[int], tags: dict) -> None:
+        parent = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: "x", **tags})
+        for s in seconds:  # each child's wall time, as its start and end record it
+            child = client.create_run(experiment, start_time=10**12,
+                                      tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id  # fmt: skip
+            client.set_terminated(child, end_time=10**12 + 1000 * s)
+        client.set_terminated(parent)
+
+    finished_sweep("default-1", [1, 2, 9], {})
+    finished_sweep("search-1", [100], {tables.STUDY_TAG: "s"})  # newer, but a search
+    cfg = compose_config(f"tracking.uri={uri}", "hydra.launcher.n_jobs=2", hydra=True)
+    assert grid.time_estimate(cfg, 1000) == (
+        "at 2 s a job (the median of default-1): 33 min on one worker, 17 min on 2"
+    )
+    assert grid.time_estimate(cfg, 0) is None  # a resumed sweep with nothing left to run
+    nowhere = compose_config(f"tracking.uri={uri}x", hydra=True)  # no store there
+    assert grid.time_estimate(nowhere, 1000) is None
+    assert not Path(f"{uri.removeprefix('sqlite:///')}x").exists()

@@ -16,10 +16,17 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import search, server, train, ui
 from pipeline.job.config import machine_memory
 from pipeline.job.run import run_job
 from pipeline.store import tables, tracking
-from tests.helpers import all_runs, assert_one_error_line, free_port, run_cli
+from tests.helpers import (
+    all_runs,
+    assert_entry_fails_in_one_line,
+    assert_one_error_line,
+    free_port,
+    run_cli,
+)
 
 QUICK = ["train.iterations=40", "train.log_every=4"]
 
@@ -153,6 +160,35 @@ def test_dead_tracking_server_is_reported_by_the_launcher_within_seconds(tmp_pat
 # ---- values ---------------------------------------------------------------------------------
 
 
+LONG_NAME = "x" * 501  # MLflow's limit is 500 characters
+
+
+@pytest.mark.parametrize(
+    ("entry", "sweep"), [(train.cli, []), (train.cli, ["-m"]), (search.main, [])], ids=str
+)
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["tracking.experiment=''"], "tracking.experiment='' is invalid: an experiment needs a"),
+        ([f"tracking.experiment={LONG_NAME}"], "501 characters, more than the 500 MLflow allows"),
+        (["train.learning_rate=inf"], "train.learning_rate=inf is invalid: must be a finite"),
+        (["train.learning_rate=nan"], "train.learning_rate=nan is invalid: must be a finite"),
+        (["dataset.noise=inf"], "dataset.noise=inf is invalid: must be a finite number >= 0"),
+        (["train.min_delta=inf"], "train.min_delta=inf is invalid: must be a finite number >= 0"),
+        (["dataset=мун"], "dataset=мун is invalid: known options: blobs, breast_cancer, circles"),
+        (["model.depth=мун"], "model.depth=мун cannot be parsed: Hydra's override grammar"),
+    ],
+)
+def test_a_bad_value_is_one_line_before_anything_runs(
+    entry, sweep, overrides, message, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    assert_entry_fails_in_one_line(entry, [*sweep, *overrides, f"tracking.uri={uri}"], capsys,
+                                   message)  # fmt: skip
+    assert os.listdir(tmp_path) == []  # no store, no Hydra outputs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -189,6 +225,28 @@ def test_port_that_is_taken_is_one_line_and_no_address(tmp_path, command):
         done = run_cli(command, "--port", str(port), cwd=tmp_path, env=env, timeout=60)
     assert_one_error_line(done, f"cannot listen on 127.0.0.1:{port}", "PORT=")
     assert done.stdout == ""  # no address of the other program
+
+
+@pytest.mark.parametrize("entry", [ui.main, server.main])
+@pytest.mark.parametrize(
+    ("argv", "port", "message"),
+    [
+        ([], "abc", "PORT=abc is invalid: a port is a number from 1 to 65535"),
+        ([], "99999", "PORT=99999 is invalid: a port is a number from 1 to 65535"),
+        (["--port", "abc"], "", "--port=abc is invalid"),
+        (["--port", "65536"], "", "--port=65536 is invalid"),
+        (["--host", "no-such-host.invalid"], "", "HOST=no-such-host.invalid is not an address"),
+        (["--host", "a" * 70], "", "is not an address of this machine"),  # too long to look up
+    ],
+)
+def test_a_port_or_host_that_is_not_one_is_one_line(
+    entry, argv, port, message, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("PORT", port)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    assert_entry_fails_in_one_line(entry, argv, capsys, message)
+    assert os.listdir(tmp_path) == []  # no store, no server's folder: refused before them
 
 
 # ---- names are not paths --------------------------------------------------------------------

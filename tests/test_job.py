@@ -28,6 +28,7 @@ def test_job_records_params_curves_metrics_and_artifacts(compose_config, store, 
     assert params["layer_dims"] == "[2, 8, 8, 1]" and params["n_parameters"] == str(24 + 72 + 9)
     assert (params["n_train"], params["n_val"], params["n_test"]) == ("600", "150", "250")
     assert params["dataset.val_size"] == "0.2" and params["train.patience"] == "0"
+    assert not [key for key in params if key.startswith(("search.", "sweep."))]  # its parent's
 
     for key in ("train_cost", "val_cost"):
         history = client().get_metric_history(outcome.run_id, key)

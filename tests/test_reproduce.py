@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from pipeline.job.config import ADDED_LATER
+from pipeline.job.config import ADDED_LATER, LAUNCH_SETTINGS
 from pipeline.job.recorded import recorded_config
 from pipeline.job.run import run_job
 from pipeline.search import Pruning
@@ -104,7 +104,7 @@ def test_a_run_recorded_before_validation_existed_reproduces_identically(store, 
     assert "identical: all 204 values" in done.stdout  # train and test curves, 2 accuracies
     new = next(r for r in all_runs(client()) if r.info.run_id != run.info.run_id)
     for key, value in ADDED_LATER.items():  # it ran with the behaviour of before
-        if not key.startswith("search."):  # a search's settings are no job's params
+        if key.split(".")[0] not in LAUNCH_SETTINGS:  # a search's or sweep's: no job's params
             assert new.data.params[key] == str(value)
     assert new.data.params["n_val"] == "0" and "val_cost" not in new.data.metrics
 

@@ -95,12 +95,20 @@ class SearchConfig:
 
 
 @dataclass
+class SweepConfig:
+    """``make sweep``'s own settings: none of them changes a job's result."""
+
+    max_jobs: int = 1000  # a larger grid is refused before any job is composed
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0  # seeds the data, the split and the initialisation
     sweep_name: str = "sweep"  # the prefix of a sweep's parent run name
 
@@ -112,8 +120,9 @@ ADDED_LATER: dict[str, Any] = {
     "train.patience": 0,  # no early stopping
     "train.min_delta": 0.0,
     "tracking.flush_seconds": math.inf,  # every point sent when the job ends
-    # a search's settings change no job: today's defaults
+    # a search's and a sweep's settings change no job: today's defaults
     **{f"search.{key}": value for key, value in asdict(SearchConfig()).items() if key != "space"},
+    **{f"sweep.{key}": value for key, value in asdict(SweepConfig()).items()},
 }
 
 
@@ -122,8 +131,10 @@ def register() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
+# A search's and a sweep's own settings: a job's parent records them, not the job.
+LAUNCH_SETTINGS = ("search", "sweep")
 # What cannot change a job's result: where it is tracked, the sweep or search it is part of.
-NOT_IN_DIGEST = ("tracking", "sweep_name", "search", "hydra")
+NOT_IN_DIGEST = ("tracking", "sweep_name", *LAUNCH_SETTINGS, "hydra")
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -165,7 +176,7 @@ def error_line(error: Exception) -> str:
     if isinstance(error, MissingConfigException) and error.options:
         return f"{group}={option} is invalid: known options: {', '.join(error.options)}"
     if isinstance(error, OverrideParseException):
-        return f"{error.override} is invalid: {error.message.splitlines()[0]}"
+        return unparsable_line(error)
     # Hydra wraps OmegaConf's error, which knows the key, as the cause.
     source = error if isinstance(error, OmegaConfBaseException) else error.__cause__
     if isinstance(source, OmegaConfBaseException) and getattr(source, "full_key", None):
@@ -175,6 +186,28 @@ def error_line(error: Exception) -> str:
         return str(ConfigError(source.full_key, source.value, reason))
     lines = (line.strip() for line in str(error).splitlines())
     return "; ".join(line for line in lines if line and not line.startswith(HYDRA_NOISE))
+
+
+LEXER_ERROR = "LexerNoViableAltException: "  # Hydra's prefix, then the override, a caret below
+
+
+def unparsable_line(error: OverrideParseException) -> str:
+    """One line for an override Hydra's grammar cannot parse: a config group's known options,
+    or the character the grammar stops at."""
+    override = error.override
+    group = override.partition("=")[0].lstrip("+~").partition("@")[0]
+    options = sorted(path.stem for path in (CONF / group).glob("*.yaml")) if group else []
+    if "=" in override and options:
+        return f"{override} is invalid: known options: {', '.join(options)}"
+    lines = [line for line in error.message.splitlines() if not line.startswith("See http")]
+    if lines[0].startswith(LEXER_ERROR) and len(lines) > 1 and "^" in lines[1]:
+        column = lines[1].index("^") - len(LEXER_ERROR)
+        if 0 <= column < len(override):
+            return (
+                f"{override} cannot be parsed: Hydra's override grammar stops at "
+                f"{override[column]!r}; quote the value: key='value'"
+            )
+    return f"{override} cannot be parsed: {lines[-1].strip()}"
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -195,7 +228,12 @@ def validate(cfg: DictConfig) -> None:
         f"one of {', '.join(HIDDEN_ACTIVATIONS)}",
     )
     _check(m.init in INIT_SCALES, "model.init", m.init, f"one of {', '.join(INIT_SCALES)}")
-    _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+    _check(
+        math.isfinite(t.learning_rate) and t.learning_rate > 0,
+        "train.learning_rate",
+        t.learning_rate,
+        "must be a finite number > 0",
+    )
     _check(t.iterations >= 1, "train.iterations", t.iterations, "must be >= 1")
     _check(
         1 <= t.log_every <= t.iterations,
@@ -215,15 +253,27 @@ def validate(cfg: DictConfig) -> None:
         t.patience,
         "early stopping watches val_cost: set dataset.val_size > 0",
     )
-    _check(t.min_delta >= 0, "train.min_delta", t.min_delta, "must be >= 0")
     _check(
+        math.isfinite(t.min_delta) and t.min_delta >= 0,
+        "train.min_delta",
+        t.min_delta,
+        "must be a finite number >= 0",
+    )
+    _check(  # inf: every point sent when the job ends
         cfg.tracking.flush_seconds > 0,
         "tracking.flush_seconds",
         cfg.tracking.flush_seconds,
         "must be > 0",
     )
+    check_experiment(cfg.tracking.experiment)
     check_search(cfg.search)
-    _check(d.noise >= 0, "dataset.noise", d.noise, "must be >= 0")
+    _check(cfg.sweep.max_jobs >= 1, "sweep.max_jobs", cfg.sweep.max_jobs, "must be >= 1")
+    _check(
+        math.isfinite(d.noise) and d.noise >= 0,
+        "dataset.noise",
+        d.noise,
+        "must be a finite number >= 0",
+    )
     _check(d.n_features >= 2, "dataset.n_features", d.n_features, "must be >= 2")
     _check(d.n_classes >= 2, "dataset.n_classes", d.n_classes, "must be >= 2")
     if d.name == "classification":
@@ -250,6 +300,19 @@ def validate(cfg: DictConfig) -> None:
         f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
     )
     check_memory(cfg)
+
+
+def check_experiment(name: str) -> None:
+    """MLflow's own rule for an experiment's name: not empty, at most its maximum length."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH  # mlflow: a slow import
+
+    _check(name != "", "tracking.experiment", name, "an experiment needs a name")
+    _check(
+        len(name) <= MAX_EXPERIMENT_NAME_LENGTH,
+        "tracking.experiment",
+        f"{name[:20]}...",
+        f"{len(name)} characters, more than the {MAX_EXPERIMENT_NAME_LENGTH} MLflow allows",
+    )
 
 
 def check_trial(cfg: DictConfig) -> None:

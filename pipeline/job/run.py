@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import ThreadpoolController
 
 from pipeline.job import data as datasets
-from pipeline.job.config import ModelConfig, config_digest, network_size, validate
+from pipeline.job.config import LAUNCH_SETTINGS, ModelConfig, config_digest, network_size, validate
 from pipeline.job.early_stopping import EarlyStopping
 from pipeline.job.loop import Listener, Result, layer_dims, train
 from pipeline.store import plots, tracking
@@ -73,7 +73,8 @@ def run_job(
     run_id = tracking.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
     with tracking.run_status(client, run_id) as outcome:
         tree = OmegaConf.to_container(cfg, resolve=True)
-        tree.pop("search", None)  # the search's settings are its parent's params, not a job's
+        for key in LAUNCH_SETTINGS:  # a search's or sweep's settings: its parent's, not a job's
+            tree.pop(key, None)
         params = tracking.flatten(tree)
         params |= {
             "layer_dims": dims,

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import socket
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,32 @@ def latest_sweep(client: MlflowClient, kind: str | None = None):
         page = page.token and newest(parents, max_results=100, page_token=page.token)
     runs = [] if kind else newest(max_results=1)
     return runs[0] if runs else None
+
+
+def job_seconds(client: MlflowClient, experiment_name: str) -> tuple[float, str] | None:
+    """(the median seconds a finished job took, the sweep's name) of the latest finished grid
+    sweep in experiment ``experiment_name``; None if it has none."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    finished_sweeps = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{tracking.SWEEP_TAG}` LIKE '%' AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for parent in finished_sweeps:
+        if STUDY_TAG in parent.data.tags:  # a search: its pruned trials end early
+            continue
+        children = tracking.child_runs(client, parent.info.run_id)
+        seconds = [
+            (c.info.end_time - c.info.start_time) / 1000
+            for c in children
+            if c.info.status == "FINISHED" and c.info.end_time
+        ]
+        if seconds:
+            return statistics.median(seconds), parent.info.run_name
+    return None
 
 
 def recorded_jobs(client: MlflowClient, run: Run) -> dict:

@@ -6,7 +6,12 @@ for a dry run (``dry_run_listing``). A search composes its trials with ``job_con
 """
 
 import functools
+import itertools
+import math
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
@@ -16,23 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.job.config import config_digest, validate
 from pipeline.job.run import run_name
+from pipeline.processes.errors import InputError
+from pipeline.store import tables, tracking
 from pipeline.sweeps import hydra_adapter
 
-
-def dry_run_listing(sweep: "Plan", done: set[str] | None = None) -> str:
-    """The job list a dry run prints: number, run name, overrides, and a count; when resuming
-    (``done``: the digests of its finished jobs), whether each job is done or to run."""
-    width = max(len(name) for name in sweep.names)
-    rows = zip(sweep.names, sweep.jobs, sweep.digests, strict=True)
-    lines = []
-    for number, (name, job, digest) in enumerate(rows, 1):
-        state = "" if done is None else "done    " if digest in done else "to run  "
-        lines.append(f"{number:4}  {state}{name:{width}}  {' '.join(job)}")
-    count = f"{len(sweep.jobs)} jobs"
-    if done is not None:
-        left = sum(digest not in done for digest in sweep.digests)
-        count += f", {len(sweep.jobs) - left} done, {left} to run"
-    return "\n".join([*lines, f"{count} (dry run: nothing trained or written)"])
+NAME_WIDTH = 16  # a run name's column in a sweep's lines
 
 
 @dataclass
@@ -56,21 +49,16 @@ class Plan:
         return swept_values(self.jobs)
 
 
-def plan(config_name: str, cfg: DictConfig, argv: list[str]) -> Plan:
+def plan(config_name: str, cfg: DictConfig, argv: list[str], max_jobs: int | None = None) -> Plan:
     """Every job of the sweep ``cfg`` (composed with Hydra's node) checked; raises ConfigError
-    (or Hydra's error) on the first bad one. Needs Hydra's compose API initialised on conf/.
+    (or Hydra's error) on the first bad one, and InputError, before any job is composed, if
+    there are more than ``max_jobs``. Needs Hydra's compose API initialised on conf/.
     """
-    jobs = planned_jobs(cfg.hydra.sweeper, argv)
-    # As Hydra composes each job: with the command line's hydra.* (unresolved), and in full
-    # when hydra.searchpath adds config groups, which the split of overrides cannot see.
-    hydra_overrides = OmegaConf.to_container(cfg.hydra.overrides.hydra)
-    in_full = bool(cfg.hydra.searchpath)
-    configs = [job_config(config_name, [*hydra_overrides, *job], in_full) for job in jobs]
-    for job_cfg in configs:
-        validate(job_cfg)
+    jobs = planned_jobs(cfg.hydra.sweeper, argv, max_jobs)
+    checked = list(checked_jobs(config_name, cfg, jobs))
     params = dict(cfg.hydra.sweeper.get("params") or {})
-    names = [run_name(c) for c in configs]
-    return Plan(cfg.sweep_name, argv, params, jobs, names, [config_digest(c) for c in configs])
+    names, digests = [name for _, name, _ in checked], [digest for *_, digest in checked]
+    return Plan(cfg.sweep_name, argv, params, jobs, names, digests)
 
 
 def split_overrides(
@@ -87,8 +75,11 @@ def split_overrides(
     return task, plain, hydra_own
 
 
-def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
-    """Each job's overrides: the grid of Hydra's basic sweeper, as it will expand it.
+def planned_jobs(
+    sweeper: DictConfig, overrides: list[str], max_jobs: int | None = None
+) -> list[list[str]]:
+    """Each job's overrides: the grid of Hydra's basic sweeper, as it will expand it;
+    InputError, before the grid is expanded, if it has more than ``max_jobs`` jobs.
 
     ``overrides`` are the command line's task overrides (not ``hydra.*``), which replace
     the sweeper's params of the same key.
@@ -96,7 +87,14 @@ def planned_jobs(sweeper: DictConfig, overrides: list[str]) -> list[list[str]]:
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     loader = GlobalHydra.instance().config_loader()  # glob(*) lists a group's options
     parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *overrides])
-    return hydra_adapter.grid_of(parsed)
+    axes = hydra_adapter.sweep_axes(parsed)
+    n_jobs = math.prod(len(axis) for axis in axes.values())
+    if max_jobs is not None and n_jobs > max_jobs:
+        raise InputError(
+            f"the grid has {n_jobs:,} jobs, more than sweep.max_jobs={max_jobs:,}: sweep fewer "
+            f"values, or raise the limit with sweep.max_jobs={n_jobs}"
+        )
+    return [list(itertools.chain(*job)) for job in itertools.product(*axes.values())]
 
 
 def swept_values(jobs: list[list[str]]) -> str:
@@ -125,3 +123,73 @@ def job_config(config_name: str, overrides: list[str], in_full: bool = False) ->
 @functools.lru_cache(maxsize=64)
 def _compose_groups(config_name: str, groups: tuple[str, ...]) -> DictConfig:
     return compose(config_name, overrides=list(groups))
+
+
+def listing_lines(
+    rows: Iterable[tuple[list[str], str, str]], done: set[str] | None = None
+) -> Iterator[str]:
+    """The job list a dry run prints, a line as each job's (overrides, run name, digest) comes
+    in: number, run name, overrides; then a count. When resuming (``done``: the digests of its
+    finished jobs), whether each job is done or to run."""
+    n_jobs = left = 0
+    for n_jobs, (job, name, digest) in enumerate(rows, 1):
+        to_run = done is None or digest not in done
+        left += to_run
+        state = "" if done is None else "to run  " if to_run else "done    "
+        yield f"{n_jobs:4}  {state}{name:{NAME_WIDTH}}  {' '.join(job)}"
+    count = f"{n_jobs} jobs" + ("" if done is None else f", {n_jobs - left} done, {left} to run")
+    yield f"{count} (dry run: nothing trained or written)"
+
+
+def time_estimate(cfg: DictConfig, n_jobs: int) -> str | None:
+    """How long ``n_jobs`` jobs of ``cfg``'s sweep would take at the median time of a job of the
+    latest finished sweep in its store and experiment; None if there is none, no store yet
+    (a dry run creates none), or no job."""
+    uri = tracking.tracking_uri(cfg.tracking.uri)
+    database = Path(uri.removeprefix(tracking.SQLITE))
+    if not n_jobs or (uri.startswith(tracking.SQLITE) and not database.exists()):
+        return None
+    try:
+        measured = tables.job_seconds(tracking.connect(uri), cfg.tracking.experiment)
+    except tracking.StoreError:
+        return None
+    if measured is None:
+        return None
+    seconds, sweep_name = measured
+    line = f"at {seconds:.3g} s a job (the median of {sweep_name}): {duration(seconds * n_jobs)}"
+    workers = launcher_workers(cfg.hydra.launcher)
+    if workers is None:
+        return f"{line} of work"
+    return f"{line} on one worker, {duration(seconds * math.ceil(n_jobs / workers))} on {workers}"
+
+
+def launcher_workers(launcher: DictConfig) -> int | None:
+    """How many jobs joblib's launcher runs at once (its n_jobs, as joblib reads it: -1 is
+    every core, -2 all but one); None for another launcher."""
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")):
+        return None
+    n_jobs = launcher.get("n_jobs") or 1
+    return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3 h 20 min``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def checked_jobs(
+    config_name: str, cfg: DictConfig, jobs: Iterable[list[str]]
+) -> Iterator[tuple[list[str], str, str]]:
+    """(overrides, run name, config digest) of each job, composed and validated in turn (only
+    one job's config is held at a time); ConfigError (or Hydra's) at the first bad one."""
+    # As Hydra composes each job: with the command line's hydra.* (unresolved), and in full
+    # when hydra.searchpath adds config groups, which the split of overrides cannot see.
+    hydra_overrides = OmegaConf.to_container(cfg.hydra.overrides.hydra)
+    in_full = bool(cfg.hydra.searchpath)
+    for job in jobs:
+        job_cfg = job_config(config_name, [*hydra_overrides, *job], in_full)
+        validate(job_cfg)
+        yield job, run_name(job_cfg), config_digest(job_cfg)

@@ -71,10 +71,10 @@ def check_sweep_overrides(parsed: list[Override], run_mode: RunMode) -> None:
     ConfigLoaderImpl.validate_sweep_overrides_legal(parsed, run_mode, from_shell=True)
 
 
-def grid_of(parsed: list[Override]) -> list[list[str]]:
-    """Each job's overrides, as Hydra's basic sweeper expands the sweep (its cartesian
-    product, in its order)."""
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+def sweep_axes(parsed: list[Override]) -> dict[str, list[list[str]]]:
+    """Each key's values as Hydra's basic sweeper expands them, key by key (a later override
+    of a key takes its first one's place): the grid is their cartesian product, in order."""
+    return {o.get_key_element(): BasicSweeper.split_arguments([o], None)[0] for o in parsed}
 
 
 def joblib_arguments(launcher: DictConfig) -> dict:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from pipeline.job.run import Outcome, run_name
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import plots, tables, tracking
-from pipeline.sweeps.grid import Plan
+from pipeline.sweeps.grid import NAME_WIDTH, Plan
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
 
@@ -292,7 +292,7 @@ def report_progress(cfg: DictConfig, outcome: Outcome, parent: Parent, job_num: 
     """One line per finished job of a sweep."""
     r = outcome.result
     of = f"/{parent.n_jobs}" if parent.n_jobs else ""
-    line = f"{run_name(cfg):16} {outcome.status:8} {r.accuracies}  {r.seconds:.1f}s"
+    line = f"{run_name(cfg):{NAME_WIDTH}} {outcome.status:8} {r.accuracies}  {r.seconds:.1f}s"
     print(f"[job {job_num + 1}{of}] {line}", flush=True)
 
 
