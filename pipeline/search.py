@@ -43,6 +43,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -91,7 +92,7 @@ class Pruning:
         self.trial, self.pruner_name = trial, pruner_name
 
     def __call__(self, point: Point) -> Stop | None:
-        if workers.launcher_died():  # the trial is being ended FAIL (abandon): nothing to tell
+        if workers.state.launcher_died:  # the trial is being ended FAIL (abandon): nothing to tell
             return None
         curve = "val_cost" if "val_cost" in point.costs else "test_cost"
         cost = point.costs[curve]
@@ -128,6 +129,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
         parent_run_id=launch.parent.run_id,
         experiment_id=launch.parent.experiment_id,
         listeners=[Pruning(trial, pruner_name), stopping.raise_if_stopped],
+        guard=workers.state.guard,
     )
     trial.set_user_attr(studies.RUN_ATTR, outcome.run_id)
     print(progress_line(cfg, trial.number, outcome), flush=True)
@@ -370,23 +372,28 @@ def stop(launch: Launch, status: str, seconds: float) -> None:
     print(studies.study_line(study, launch.storage), flush=True)
 
 
-def abandon(launch: Launch, why: str) -> None:
-    """In a worker whose launcher died (kill -9): the launcher's part ends (``end_part``),
-    and the parent ends KILLED unless another process works on the study."""
-    study = end_part(launch, why)
+def abandon(launch: Launch, why: str, run_id: str | None = None) -> None:
+    """In a worker whose launcher died (kill -9): the launcher's part ends (``end_part``), of
+    its runs only this worker's in flight, ``run_id`` (the other workers end theirs); the
+    parent ends KILLED unless another process works on the study."""
+    client = tracking.connect(launch.parent.tracking_uri)
+    study = end_part(launch, why, [client.get_run(run_id)] if run_id else [])
     if not studies.others_working(study, launch.launcher):
         parent_run.abandon(launch.parent, why)
 
 
-def end_part(launch: Launch, why: str) -> optuna.Study:
-    """The launching process's runs still RUNNING end KILLED, tagged ``why``, and its trials
-    FAIL (its workers were stopped); the study, with this process marked done."""
+def end_part(launch: Launch, why: str, runs: list[Run] | None = None) -> optuna.Study:
+    """``runs`` (by default the launching process's runs still RUNNING) end KILLED unless
+    their results are complete, tagged ``why``, and the launching process's trials FAIL (its
+    workers were stopped); the study, with this process marked done."""
     client = tracking.connect(launch.parent.tracking_uri)
     study = studies.load(studies.open_storage(launch.storage), launch.study)
     study.set_user_attr(studies.LAUNCHER_ATTR + launch.launcher, "done")
-    for run in tracking.child_runs(client, launch.parent.run_id, running_only=True):
-        if run.data.tags.get(tables.LAUNCHER_TAG) == launch.launcher:
-            tracking.end_killed(client, run.info.run_id, why)
+    if runs is None:
+        running = tracking.child_runs(client, launch.parent.run_id, running_only=True)
+        runs = [r for r in running if r.data.tags.get(tables.LAUNCHER_TAG) == launch.launcher]
+    for run in runs:
+        tracking.end_left_running(client, run, why)
     studies.fail_running_trials(study, launch.launcher)
     return study
 

@@ -42,7 +42,7 @@ RAY_CONNECT_SECONDS = 5.0  # how long a Ray cluster's address gets to answer
 def main(cfg: DictConfig) -> float | None:
     """Returns the job's selection accuracy (validation, or test without a validation part);
     None if it diverged."""
-    if workers.stopped:
+    if workers.state.stopped_by:
         return None  # this worker was stopped: its sweep is ending
     settings.tune_for_jobs()  # also in a sweep's worker processes
     hydra_adapter.reuse_in_this_process()  # for this worker's next jobs
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float | None:
     parent = parent_run.parent_from_env() if hydra_cfg.mode == RunMode.MULTIRUN else None
     if parent:
         stopping.watch_launcher(parent.launcher_pid, partial(parent_run.abandon, parent))
-        if config.config_digest(cfg) in parent.done or workers.launcher_died():
+        if config.config_digest(cfg) in parent.done or workers.state.launcher_died:
             return None  # finished in an earlier attempt, or the launcher is gone
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
         # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
@@ -70,6 +70,7 @@ def main(cfg: DictConfig) -> float | None:
             parent_run_id=parent and parent.run_id,
             experiment_id=parent and parent.experiment_id,
             listeners=[stopping.raise_if_stopped],
+            guard=workers.state.guard,
         )
     except config.ConfigError as error:
         if parent:  # a sweep's job: Hydra records it as failed

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -92,3 +93,24 @@ def assert_entry_fails_in_one_line(entry, argv: list[str], capsys, *fragments: s
     printed = capsys.readouterr()
     assert_one_error_line(types.SimpleNamespace(returncode=code, stderr=printed.err), *fragments)
     return printed.out
+
+
+def stops_caught(pid: int) -> bool:
+    """Whether process ``pid`` has installed its stop handlers: a handler of its own for
+    SIGTERM, in Linux's SigCgt mask (SIGINT's is Python's own from the start)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
+    )
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def wait_until(condition, timeout: float = 180, every: float = 0.1) -> None:
+    """Until ``condition()`` holds; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)

@@ -14,7 +14,14 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.sweeps import studies
-from tests.helpers import all_runs, assert_one_error_line, parents_and_children, run_cli
+from tests.helpers import (
+    all_runs,
+    assert_one_error_line,
+    parents_and_children,
+    run_cli,
+    stops_caught,
+    wait_until,
+)
 
 # 40 iterations, 5 points each: a trial takes a few hundredths of a second
 TINY = ["train.iterations=40", "train.log_every=10", "search.workers=1", "search.n_trials=2"]
@@ -100,7 +107,7 @@ def test_a_stop_while_the_search_is_checked_is_clean(store, tmp_path, signum):
         [sys.executable, "-m", "pipeline.search", f"tracking.uri={uri}", *TINY, *big],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(5)  # imported (~2 s), checking corners
+    wait_until(lambda: stops_caught(process.pid))  # its stop handlers set: checking corners
     assert process.poll() is None
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)

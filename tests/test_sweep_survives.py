@@ -5,17 +5,19 @@ Real launchers (joblib's loky workers), real signals, real SQLite stores.
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from mlflow import MlflowClient
 
 from pipeline.job.run import run_job
-from tests.helpers import ROOT, parents_and_children, run_cli
+from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught
 
 pytestmark = pytest.mark.slow
 # 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
@@ -23,8 +25,9 @@ GRID = ["sweep=default", "model.depth=1,2", "model.width=8,16,32", "train.learni
         "train.iterations=2000", "train.log_every=50", "hydra.launcher.n_jobs=2"]  # fmt: skip
 
 
-def start(uri, tmp_path, *args, make=False, out="out.txt"):
-    """A sweep in a process group of its own; stdout and stderr go to files in tmp_path."""
+def start(uri, tmp_path, *args, make=False, out="out.txt", env=None):
+    """A sweep in a process group of its own (``env`` added to its environment); stdout and
+    stderr go to files in tmp_path."""
     if make:
         own = [f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
         command = ["make", "-s", "-C", str(ROOT), "sweep", "SWEEP=default",
@@ -34,7 +37,7 @@ def start(uri, tmp_path, *args, make=False, out="out.txt"):
         command += list(args)
     with open(tmp_path / out, "w") as stdout, open(tmp_path / f"err-{out}", "w") as stderr:
         return subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True, env=os.environ | (env or {}))  # fmt: skip
 
 
 def started(tmp_path, out="out.txt") -> bool:
@@ -73,6 +76,8 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     launcher.wait()
     assert gone_within(workers, 10), "a worker outlived its launcher"
     assert not [f for f in os.listdir("/dev/shm") if str(launcher.pid) in f]
+    errors = (tmp_path / "err-out.txt").read_text()
+    assert "Warning" not in errors and "leaked" not in errors, errors  # loky's resource tracker
     (parent,), children = parents_and_children(client())
     assert parent.info.status == "KILLED" and "launcher" in parent.data.tags["killed_reason"]
     finished = {c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"}
@@ -94,7 +99,7 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     before = {c.info.run_id for c in children}
     done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
                    cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]
     assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
     (again,), children = parents_and_children(client())
     assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
@@ -125,6 +130,43 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
                        f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
     assert complete.returncode == 0 and "12 finished, 0 to run" in complete.stdout
     assert len(parents_and_children(client())[1]) == len(children)  # nothing ran
+
+
+def test_a_job_ending_as_its_launcher_is_killed_is_finished_and_never_run_again(store, tmp_path):
+    """The race of a job's end with its launcher's death, provoked: the first job's run pauses
+    between its last write and its FINISHED status (tests/pause_before_finished.py, on the
+    sweep's PYTHONPATH), and the launcher is killed with -9 during the pause."""
+    uri, client = store
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copyfile(Path(__file__).with_name("pause_before_finished.py"), site / "sitecustomize.py")
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(paths), "PAUSE_DIR": str(tmp_path)}
+    launcher = start(uri, tmp_path, "model.width=8,16", env=env)  # 8 jobs
+    marker = tmp_path / "paused"
+    wait_for(lambda: marker.exists() and marker.read_text())  # the run id, once written
+    paused = marker.read_text()
+    workers = descendants(launcher.pid)
+    launcher.kill()
+    launcher.wait()
+    assert gone_within(workers, 30), "a worker outlived its launcher"
+    run = client().get_run(paused)
+    assert run.info.status == "FINISHED" and "killed_reason" not in run.data.tags
+    assert {"train_accuracy", "test_accuracy", "train_seconds"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client().list_artifacts(paused)}
+    assert artifacts == {"config.yaml", "cost_curve.png", "decision_boundary.png", "parameters.npz"}
+    errors = (tmp_path / "err-out.txt").read_text()
+    assert "Warning" not in errors and "Traceback" not in errors, errors  # loky's "leaked semlock"
+
+    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr
+    children = parents_and_children(client())[1]
+    digests = collections.Counter(c.data.tags["config_digest"] for c in children)
+    assert digests[run.data.tags["config_digest"]] == 1  # never trained again
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len({c.data.tags["config_digest"] for c in finished}) == 8
 
 
 @pytest.mark.parametrize("through_make", [False, True], ids=["launcher", "make"])
@@ -202,9 +244,10 @@ def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
     no traceback, nothing created."""
     signum = signal.SIGTERM
     uri, _ = store
-    big = ["model.width=range(1,4001)"]  # 4,000 jobs checked: several seconds
+    big = ["model.width=range(1,4001)", "sweep.max_jobs=100000"]  # 16,000 jobs: seconds to check
     sweep = start(uri, tmp_path, *big)
-    time.sleep(4)  # imported, its workers warming, checking
+    # its stop handlers installed and its workers warming: checking the jobs
+    wait_for(lambda: stops_caught(sweep.pid) and descendants(sweep.pid))
     assert sweep.poll() is None
     workers = descendants(sweep.pid)
     sweep.send_signal(signum)

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.job.loop import Point
 from pipeline.store import tracking
+from pipeline.sweeps import parent_run
 from tests.helpers import ROOT
 
 # Logs data sets ds0, ds1, ... as inputs of new runs; waits for a start time first, so two
@@ -93,3 +94,25 @@ def test_live_curves_send_points_in_batches_only_when_due(store):
         assert len(stored(live_run)) == n and live.batches == n
     live.finish({}, {}, final_step=4)
     assert len(stored(live_run)) == 5  # nothing sent twice
+
+
+def test_a_run_left_running_ends_as_its_results_say_when_a_sweep_is_resumed(store):
+    """A job stopped between its last write (the final_status tag) and its status ends with
+    that status, not KILLED: a resume does not run it again. One stopped before it is KILLED."""
+    uri, client = store
+    client = tracking.connect(uri)
+    experiment = tracking.experiment_id(client, "left")
+    parent = tracking.start_run(client, experiment, "sweep", {tracking.SWEEP_TAG: "x"})
+    complete, _ = (
+        tracking.start_run(client, experiment, name, {"config_digest": name}, parent)
+        for name in ("complete", "cut")
+    )
+    tracking.log_results(client, complete, final={"test_accuracy": 0.9})
+    client.set_tag(complete, "final_status", "FINISHED")  # its last write
+    parent_run.reopen(client, parent, "its launcher stopped before the job ended")
+    ended = {r.info.run_name: r for r in tracking.child_runs(client, parent)}
+    assert ended["complete"].info.status == "FINISHED"
+    assert "killed_reason" not in ended["complete"].data.tags
+    assert ended["cut"].info.status == "KILLED"
+    assert ended["cut"].data.tags["killed_reason"] == "its launcher stopped before the job ended"
+    assert parent_run.finished_digests(client, parent) == {"complete"}

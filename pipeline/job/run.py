@@ -19,6 +19,7 @@ from pipeline.job import data as datasets
 from pipeline.job.config import LAUNCH_SETTINGS, ModelConfig, config_digest, network_size, validate
 from pipeline.job.early_stopping import EarlyStopping
 from pipeline.job.loop import Listener, Result, layer_dims, train
+from pipeline.processes.workers import Guard
 from pipeline.store import plots, tracking
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,14 @@ def run_job(
     parent_run_id: str | None = None,
     experiment_id: str | None = None,
     listeners: Sequence[Listener] = (),
+    guard: Guard | None = None,
 ) -> Outcome:
     """Validate ``cfg`` (raises ConfigError before anything is created), train, and track.
 
     ``listeners`` are called at each logged point after the job's own (a search's pruning);
     a run one of them cuts short (Stop.killed) ends KILLED, tagged ``killed_reason`` (and
     ``pruned_at`` if it was pruned).
+    ``guard``: a sweep's worker's, whose watcher may end the run (stopping.watch_launcher).
     """
     validate(cfg)
     data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
@@ -70,8 +73,9 @@ def run_job(
     client = tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
     experiment = experiment_id or tracking.experiment_id(client, cfg.tracking.experiment)
     tags = {**(tags or {}), "config_digest": config_digest(cfg)}  # equal digests, equal curves
-    run_id = tracking.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
-    with tracking.run_status(client, run_id) as outcome:
+    guard = tracking.RunGuard(guard)
+    run_id = guard.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
+    with guard.run_status(client, run_id) as outcome:
         tree = OmegaConf.to_container(cfg, resolve=True)
         for key in LAUNCH_SETTINGS:  # a search's or sweep's settings: its parent's, not a job's
             tree.pop(key, None)
@@ -109,7 +113,7 @@ def run_job(
             with contextlib.suppress(Exception):  # what ends the run is the first error
                 live.flush()
             raise
-        record(client, run_id, cfg, data, result, live)
+        outcome["results"] = partial(record, client, run_id, cfg, data, result, live)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
         elif result.killed:

@@ -48,7 +48,7 @@ def stop_once(signum: int, frame) -> None:
     so that the job's points and status reach the store whole, and the process starts no
     other job (a pool may hand it one before the launcher stops)."""
     handle_stop_signals(signal.SIG_IGN)
-    workers.stopped.append(signum)
+    workers.state.stopped_by = signum
     raise interruption(signum)
 
 
@@ -69,33 +69,33 @@ def raise_if_stopped(point) -> None:
     """A training listener: a stop whose KeyboardInterrupt Python swallowed (raised inside a
     garbage collector's callback, where exceptions are ignored) ends the job at its next
     logged point."""
-    if workers.stopped:
-        raise interruption(workers.stopped[0])
+    if workers.state.stopped_by:
+        raise interruption(workers.state.stopped_by)
 
 
-def watch_launcher(
-    launcher_pid: int,
-    abandon: Callable[[str], None],
-    poll_seconds: float = 1.0,
-) -> None:
+def watch_launcher(launcher_pid: int, abandon: Callable[[str, str | None], None]) -> None:
     """In a worker process the launcher started itself (joblib's): once the launcher is gone
-    (killed with -9), ``abandon(why)`` (the sweep's runs still RUNNING end KILLED, saying
-    why), and exit.
+    (killed with -9), ``abandon(why, run_id)`` with the run of this worker's job in flight, if
+    any (``parent_run.abandon``: it ends KILLED, saying why, and so does the parent),
+    then the launcher's shared memory is released and the process exits.
 
-    Once per process. Workers on other machines (Slurm, Ray) have another parent process
-    and are left alone.
+    The watcher learns of the death at once (a pidfd), then takes the job's guard for good
+    (``workers.state.guard``): a job writing its final results and status ends first, and
+    none starts after. Once per process. Workers on other machines (Slurm, Ray) have another
+    parent process and are left alone.
     """
-    if os.getppid() != launcher_pid or workers.watched:
+    state = workers.state
+    if os.getppid() != launcher_pid or state.watching:
         return
-    workers.watched.append(launcher_pid)
+    state.watching = True
 
     def watch() -> None:
-        while os.getppid() == launcher_pid:
-            time.sleep(poll_seconds)
-        workers.watched.append(workers.LAUNCHER_DIED)  # main() starts no new job from now on
-        time.sleep(1)  # a job that started just before has created its run by then
+        workers.wait_for_exit(launcher_pid)
+        state.launcher_died = True  # main() starts no new job from now on
+        state.guard.lock.acquire()  # never released: the process exits holding it
         try:
-            abandon(f"the sweep's launcher (pid {launcher_pid}) died")
+            abandon(f"the sweep's launcher (pid {launcher_pid}) died", state.guard.run_id)
+            workers.release_launcher_resources(launcher_pid)
         finally:
             os._exit(1)  # the job in flight goes with it: a resume runs it again
 

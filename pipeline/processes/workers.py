@@ -1,32 +1,107 @@
-"""The launcher's worker processes: which one died first, when a pool breaks; their state.
+"""The launcher's worker processes: which one died first, when a pool breaks; their state;
+their launcher's death.
 
 When one of joblib's loky workers dies (the kernel's out-of-memory killer, ``kill -9``),
 loky kills every other worker and the whole batch fails at once. To fail only the job of
 the worker that died, the launcher must know which died first: this watcher learns of
 each child's death the moment it happens, through a Linux pidfd, in a thread of its own.
+A worker learns of its launcher's death the same way (``wait_for_exit``).
 """
 
+import _multiprocessing
 import contextlib
 import os
 import re
 import select
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
-# A worker process's state across the jobs it runs. It lives here, not in pipeline.train: a
-# launcher pickles Hydra's job function by value (hydra.main wraps it), with a copy of the
-# globals it reads, so a list of pipeline.train read there would be new in every job.
-stopped: list[int] = []  # the signal that stopped this process's jobs, once one has
-watched: list = []  # [the launcher's parent run watched, then LAUNCHER_DIED once it is gone]
-LAUNCHER_DIED = "launcher died"
+POLL_SECONDS = 0.1  # how often a process's exit is polled for where there is no pidfd
 
 
-def launcher_died() -> bool:
-    """Whether this worker's launcher is gone: its jobs are being ended (stops.watch_launcher)."""
-    return LAUNCHER_DIED in watched
+class Guard:
+    """The lock a job holds while it creates its run and while it writes its final results
+    and status, and that run's id (store.tracking.RunGuard writes under it): the watcher
+    takes it for good when the launcher dies, so it never ends a run between the two."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.run_id: str | None = None
+
+
+class Worker:
+    """A worker process's state across the jobs it runs (``state``).
+
+    It lives here, not in pipeline.train: a launcher pickles Hydra's job function by value
+    (hydra.main wraps it), with a copy of the globals it reads, so an object of
+    pipeline.train read there would be new in every job.
+    """
+
+    def __init__(self) -> None:
+        self.stopped_by: int | None = None  # the signal that stopped its jobs, once one has
+        self.watching = False  # its launcher is watched (stops.watch_launcher)
+        self.launcher_died = False  # its jobs are being ended: it starts no other
+        self.guard = Guard()  # its job's run in flight, against the watcher
+
+
+state = Worker()
+
+
+def wait_for_exit(pid: int) -> None:
+    """Until process ``pid``, this one's parent, has exited: told at once through a Linux
+    pidfd, else polled for."""
+    with contextlib.suppress(AttributeError, OSError):  # no pidfd here, or gone already
+        fd = os.pidfd_open(pid)
+        if os.getppid() == pid:  # the pidfd is our parent's, not a new process's of its pid
+            select.select([fd], [], [])  # readable once it has exited
+        os.close(fd)
+    while os.getppid() == pid:
+        time.sleep(POLL_SECONDS)
+
+
+def release_launcher_resources(launcher_pid: int) -> None:
+    """What a killed loky launcher would have removed on its way out: its named semaphores
+    (its queues' locks) and joblib's temporary folders, each removed by the first of its
+    workers to get to it and unregistered from loky's resource tracker. Left to the tracker,
+    they are removed once the last worker has exited, with a warning that they "leaked".
+    One line on stderr names what could not be removed, if anything."""
+    from joblib.externals.loky.backend import resource_tracker
+
+    left = []
+    for path in Path("/dev/shm").glob(f"sem.loky-{launcher_pid}-*"):
+        name = "/" + path.name.removeprefix("sem.")
+        try:
+            _multiprocessing.sem_unlink(name)
+        except FileNotFoundError:  # another worker's
+            continue
+        except OSError as error:
+            left.append(f"{path} ({error.strerror})")
+            continue
+        resource_tracker.unregister(name, "semlock")
+    places = {os.environ.get("JOBLIB_TEMP_FOLDER"), "/dev/shm", tempfile.gettempdir()} - {None}
+    for place in places:
+        for folder in Path(place).glob(f"joblib_memmapping_folder_{launcher_pid}_*"):
+            claimed = folder.with_name(f".removing-{folder.name}")
+            try:
+                folder.rename(claimed)  # one worker only gets it
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                left.append(f"{folder} ({error.strerror})")
+                continue
+            resource_tracker.unregister(str(folder), "folder")
+            shutil.rmtree(claimed, ignore_errors=True)
+            if claimed.exists():
+                left.append(str(claimed))
+    if left:
+        print(f"left behind by the killed launcher: {', '.join(left)}", file=sys.stderr)
 
 
 # loky's message names the workers' exit codes, e.g. "{SIGKILL(-9)}" or "{EXIT(1)}".

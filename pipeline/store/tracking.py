@@ -27,12 +27,17 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 from pipeline.processes.errors import InputError, first_line, shortened
+from pipeline.processes.workers import Guard
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
 NOTE = "mlflow.note.content"  # a run's description, shown on its page in the UI
 KILLED_REASON = "killed_reason"  # why a run ended KILLED
 TAG_LIMIT = 5000  # characters of an error kept in a run's tag
+FAILURE_REASON = "failure_reason"  # why a run ended FAILED
+# A job's last write, just before its status: the status its final results give it. A run
+# left RUNNING with it holds them all (tracking.end_left_running).
+FINAL_STATUS = "final_status"
 PRUNED_AT = "pruned_at"  # on a search's trial its pruner ended (KILLED): the iteration
 SQLITE = "sqlite:///"
 # The MLflow UI (3.4+) opens an experiment in its "Model training" mode, not the GenAI one,
@@ -281,24 +286,54 @@ def start_run(
     return client.create_run(experiment, run_name=name, tags=tags).info.run_id
 
 
-@contextmanager
-def run_status(client: MlflowClient, run_id: str) -> Iterator[dict]:
-    """End the run FINISHED, KILLED on Ctrl-C, FAILED on an error (with a tag saying why).
+class RunGuard:
+    """A process's run in flight, and its writes that decide its status, ordered against
+    another thread that ends it (a sweep's worker whose launcher died: stops.watch_launcher).
 
-    The body may set ``outcome["status"]`` to end the run otherwise (a diverged job).
+    The run is created, and writes its final results and status (``run_status``), holding
+    ``lock``; the thread ending it takes ``lock`` and keeps it until the process exits. So
+    it finds ``run_id``, the run in flight, before its last write or not at all, never
+    between its last write and its status.
     """
-    outcome = {"status": "FINISHED"}
-    try:
-        yield outcome
-    except KeyboardInterrupt:
-        client.set_terminated(run_id, "KILLED")
-        raise
-    except BaseException as error:
-        reason = shortened(f"{type(error).__name__}: {error}", TAG_LIMIT)
-        client.set_tag(run_id, "failure_reason", reason)
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, outcome["status"])
+
+    def __init__(self, held: Guard | None = None) -> None:
+        self.held = held or Guard()  # a sweep's worker's: its watcher takes the same lock
+
+    def start_run(self, client: MlflowClient, *args, **kwargs) -> str:
+        """``start_run(client, ...)``, the run in flight from now on."""
+        with self.held.lock:
+            self.held.run_id = start_run(client, *args, **kwargs)
+        return self.held.run_id
+
+    @contextmanager
+    def run_status(self, client: MlflowClient, run_id: str) -> Iterator[dict]:
+        """End the run FINISHED, KILLED on Ctrl-C, FAILED on an error (with a tag saying why).
+
+        The body may set ``outcome["status"]`` to end the run otherwise (a diverged job), and
+        ``outcome["results"]``, a function writing its final results: it, the FINAL_STATUS
+        tag and the status are written as one, holding ``lock``.
+        """
+        outcome = {"status": "FINISHED", "results": lambda: None}
+        try:
+            yield outcome
+            with self.held.lock:
+                outcome["results"]()
+                client.set_tag(run_id, FINAL_STATUS, outcome["status"])  # the last write
+                self._end(client, run_id, outcome["status"])
+        except KeyboardInterrupt:
+            with self.held.lock:
+                self._end(client, run_id, "KILLED")
+            raise
+        except BaseException as error:
+            with self.held.lock:
+                reason = shortened(f"{type(error).__name__}: {error}", TAG_LIMIT)
+                client.set_tag(run_id, FAILURE_REASON, reason)
+                self._end(client, run_id, "FAILED")
+            raise
+
+    def _end(self, client: MlflowClient, run_id: str, status: str) -> None:
+        client.set_terminated(run_id, status)
+        self.held.run_id = None
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -446,9 +481,28 @@ def end_killed(client: MlflowClient, run_id: str, why: str | None = None) -> Non
 
 
 def end_running_children(client: MlflowClient, parent_run_id: str, why: str | None = None):
-    """End KILLED every child of the parent still RUNNING (see ``end_killed``)."""
+    """End every child of the parent still RUNNING (``end_left_running``)."""
     for run in child_runs(client, parent_run_id, running_only=True):
-        end_killed(client, run.info.run_id, why)
+        end_left_running(client, run, why)
+
+
+def end_left_running(
+    client: MlflowClient, run: Run, why: str | None = None, unfinished: str = "KILLED"
+) -> str:
+    """End a job's run that its process left RUNNING (stopped, killed, its launcher gone), as
+    its results say: with the status its final results were written with if they all were
+    (FINAL_STATUS: the process stopped between its last write and its status), else
+    ``unfinished`` (KILLED, or FAILED), tagged with ``why`` (``killed_reason`` or
+    ``failure_reason``); the status it ends with. Whether a job finished is decided here only.
+    """
+    status = run.data.tags.get(FINAL_STATUS)
+    if status is None:
+        status = unfinished
+        if why:
+            reason = KILLED_REASON if status == "KILLED" else FAILURE_REASON
+            log_results(client, run.info.run_id, tags={reason: why})
+    client.set_terminated(run.info.run_id, status)
+    return status
 
 
 def is_running(client: MlflowClient, run_id: str) -> bool:

@@ -165,22 +165,21 @@ def reopen(client: MlflowClient, run_id: str, why: str) -> None:
 
 def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> bool:
     """After a worker died and took its pool with it: the job of the worker that died first
-    ends FAILED with ``reason``; the jobs the pool's end interrupted end KILLED, to run again.
-    ``parent.done`` then holds every job that ended since ``since_ms`` (ms since the epoch).
-    False if no job can be told apart as the dead worker's."""
+    ends FAILED with ``reason``; the jobs the pool's end interrupted end KILLED, to run again
+    (each as its results say: ``tracking.end_left_running``). ``parent.done`` then holds
+    every job that ended since ``since_ms`` (ms since the epoch). False if no job can be told
+    apart as the dead worker's."""
     client = tracking.connect(parent.tracking_uri)
     running = tracking.child_runs(client, parent.run_id, running_only=True)
     dead = [r for r in running if r.data.tags.get(WORKER_TAG) == str(worker_pid)]
     if not dead:
         return False
     for run in running:
-        run_id = run.info.run_id
         if run in dead:
-            tracking.log_results(client, run_id, tags={"failure_reason": reason})
-            client.set_terminated(run_id, "FAILED")
+            tracking.end_left_running(client, run, reason, unfinished="FAILED")
         else:
             why = "its worker was stopped when another worker died; it runs again"
-            tracking.end_killed(client, run_id, why)
+            tracking.end_left_running(client, run, why)
     ended = [
         c.data.tags.get("config_digest")
         for c in tracking.child_runs(client, parent.run_id)
@@ -201,11 +200,13 @@ def wait_for_running_jobs(parent: Parent, seconds: float = STOP_GRACE_SECONDS) -
         time.sleep(0.2)
 
 
-def abandon(parent: Parent, why: str) -> None:
-    """End the parent and its children still RUNNING as KILLED, tagged with ``why``: for a
-    sweep whose launcher died; ``make sweep RESUME=`` picks it up again."""
+def abandon(parent: Parent, why: str, run_id: str | None = None) -> None:
+    """For a sweep whose launcher died, in one of its workers: the run of the worker's job in
+    flight, ``run_id``, and the parent end KILLED, tagged with ``why`` (the other workers end
+    their own runs); ``make sweep RESUME=`` picks it up again."""
     client = tracking.connect(parent.tracking_uri)
-    tracking.end_running_children(client, parent.run_id, why)
+    if run_id:
+        tracking.end_left_running(client, client.get_run(run_id), why)
     if tracking.is_running(client, parent.run_id):
         tracking.end_killed(client, parent.run_id, why)
 
