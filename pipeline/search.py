@@ -33,7 +33,6 @@ import math
 import os
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from functools import partial
 
@@ -75,9 +74,8 @@ class Launch:
     launcher: str  # host:pid of the process that started the workers
     n_trials: int  # this process's trials, over all its workers
     workers: int
-    seed: int  # the config's seed: each worker's sampler seed derives from it
+    seed: int  # the config's seed: each trial's sampler seed derives from it
     n_before: int  # the study's trials before this launch
-    salt: int = 0  # for processes sharing the study: their samplers are seeded apart
 
 
 # -- a worker: trials one at a time ----------------------------------------------------------
@@ -148,7 +146,7 @@ def progress_line(cfg: DictConfig, number: int, outcome: Outcome) -> str:
     return f"[trial {number}] {run_name(cfg):16} {status:8} {how}  {r.seconds:.1f}s"
 
 
-def work(launch: Launch, n_trials: int, worker: int) -> None:
+def work(launch: Launch, n_trials: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
     settings.tune_for_jobs()  # a worker process's own settings, as a sweep's
     stopping.catch_stops()
@@ -160,10 +158,7 @@ def work(launch: Launch, n_trials: int, worker: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = grid.job_config(launch.config_name, launch.overrides)
-        seed = studies.sampler_seed(launch.seed, launch.n_before, worker, launch.salt)
-        # constant liar: a trial still running counts as a poor one, so that workers sampling
-        # at the same time do not all propose the same region
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        sampler = studies.TrialSeededSampler(launch.seed)
         storage = studies.open_storage(launch.storage)
         study = studies.load(storage, launch.study, sampler=sampler, pruner=studies.pruner(cfg))
         run = partial(objective, launch, dimensions.distributions(launch.space), cfg.search.pruner)
@@ -175,7 +170,7 @@ def run_workers(launch: Launch) -> None:
     a single worker: no process to start)."""
     shares = [launch.n_trials // launch.workers + (i < launch.n_trials % launch.workers)
               for i in range(launch.workers)]  # fmt: skip
-    jobs = [delayed(work)(launch, n, i) for i, n in enumerate(shares) if n]
+    jobs = [delayed(work)(launch, n) for n in shares if n]
     Parallel(n_jobs=len(jobs), backend="loky")(jobs)
 
 
@@ -243,10 +238,8 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
             cfg, space, plain = compose_search(config_name, [*recorded, *own])
             parent = join(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
-    me = tables.launcher_id()
-    salt = zlib.crc32(me.encode()) if studies.others_working(study, me) else 0
-    return Launch(config_name, plain, space, url, study.study_name, parent, me,
-                  cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before, salt)  # fmt: skip
+    return Launch(config_name, plain, space, url, study.study_name, parent, tables.launcher_id(),
+                  cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before)  # fmt: skip
 
 
 def resumed(

@@ -124,8 +124,9 @@ def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path):
     assert {len(t.intermediate_values) for t in study.trials} == {21}
 
 
-def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
-    uri, client = store
+def two_processes(uri, tmp_path) -> list:
+    """Two searches started at once on the study ``shared``, 3 trials each, both exit 0: the
+    parents and children in the store."""
     shared = ["search.study=shared", "search.n_trials=3", "search.pruner=none"]
     both = [
         subprocess.Popen(
@@ -139,7 +140,12 @@ def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
     ]
     outputs = [p.communicate(timeout=300) for p in both]
     assert [p.returncode for p in both] == [0, 0], outputs
-    parents, children = parents_and_children(client())
+    return parents_and_children(MlflowClient(uri))
+
+
+def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
+    uri, _ = store
+    parents, children = two_processes(uri, tmp_path)
     (parent,) = parents
     assert parent.info.run_name == "shared" and parent.info.status == "FINISHED"
     assert len(children) == 6 and {c.info.status for c in children} == {"FINISHED"}
@@ -149,6 +155,18 @@ def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
     assert sorted(int(c.data.tags["optuna_trial"]) for c in children) == numbers
     by_process = collections.Counter(c.data.tags["launcher"] for c in children)
     assert sorted(by_process.values()) == [3, 3]
+
+
+def test_a_trial_proposes_the_same_values_whichever_process_runs_it(store, tmp_path):
+    """A trial's draws are seeded from the config's seed and its number: two processes on one
+    study propose the trials one process would (the sampler's random first ones), not draws
+    of their process ids, which gave the test above a diverging trial one run in 25."""
+    uri, _ = store
+    (parent,), _ = two_processes(uri, tmp_path)
+    shared = {t.number: t.params for t in study_of(uri, parent).trials}
+    alone = search_run(f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}", tmp_path,
+                       "search.n_trials=6", "search.pruner=none")[3]  # fmt: skip
+    assert shared == {t.number: t.params for t in alone.trials}
 
 
 def search_in_flight(uri, client, tmp_path) -> subprocess.Popen:

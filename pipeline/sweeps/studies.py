@@ -1,17 +1,19 @@
-"""A search's Optuna study: its storage beside the tracking store, its pruner, its workers'
+"""A search's Optuna study: its storage beside the tracking store, its pruner, its trials'
 sampler seeds, and the processes working on it, recorded in the study's user attributes."""
 
 import contextlib
 import re
 import sqlite3
 import warnings
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import optuna
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import tables, tracking
@@ -100,11 +102,52 @@ def pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def sampler_seed(seed: int, n_before: int, worker: int, salt: int) -> int:
-    """A worker's sampler seed: from the config's, distinct per worker and per launch (a
-    resumed study's first trials would repeat the first launch's otherwise), and ``salt``
-    for a process that joined others on the study, which may have started at its moment."""
-    return int(np.random.SeedSequence([seed, n_before, worker, salt]).generate_state(1)[0])
+def sampler_seed(seed: int, trial_number: int) -> int:
+    """A trial's sampler seed: from the config's and the trial's number, so the same whichever
+    worker or process on the study runs it; a resumed study's trials are new numbers."""
+    return int(np.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, its random state seeded per trial (``sampler_seed``): a trial
+    proposes the same values whichever worker or process runs it (seeds of a process's id
+    would draw other trials each time), and no two trials share their draws. Constant liar:
+    a trial still running counts as a poor one, so that workers sampling at the same time do
+    not all propose the same region."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.by_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+    def of(self, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        if trial.number not in self.by_trial:
+            seed = sampler_seed(self.seed, trial.number)
+            self.by_trial[trial.number] = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        return self.by_trial[trial.number]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return self.of(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, space: dict) -> dict:
+        return self.of(trial).sample_relative(study, trial, space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, distribution: BaseDistribution
+    ) -> object:
+        return self.of(trial).sample_independent(study, trial, name, distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.of(trial).before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.of(trial).after_trial(study, trial, state, values)
+        del self.by_trial[trial.number]  # the trial's draws are done
 
 
 def others_working(study: optuna.Study, me: str) -> list[str]:
