@@ -23,7 +23,7 @@ WITH_ARGS := $(PY) -m pipeline.from_make
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: help install sweep search ui server reproduce register report gradcheck test test-load test-ray test-fast lint format bench clean
+.PHONY: help install sweep search ui server reproduce register report gradcheck test test-load test-ray test-slurm test-fast lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,8 +67,8 @@ report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent r
 gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="model.depth=3")
 	$(PY) -m pipeline.gradcheck $(ARGS)
 
-test: $(VENV)  ## run the whole test suite
-	$(PY) -m pytest $(TESTS)
+test: $(VENV)  ## run the whole test suite (but the Slurm tests: make test-slurm)
+	$(PY) -m pytest -m "not slurm" $(TESTS)
 
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
@@ -77,6 +77,11 @@ test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on 
 # .venv keeps the releases users of the default launcher get.
 test-ray:  ## sweeps on a local Ray cluster (tests/test_ray.py), in .venv-ray with the ray extra
 	$(MAKE) --no-print-directory test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py
+
+# Root only: installs Debian's slurm-wlm, munge, MariaDB and slurmdbd if missing, and starts and
+# stops a single-node cluster on 127.0.0.1 in a temp folder (tests/slurm_cluster.py).
+test-slurm: $(VENV)  ## sweeps on a real single-node Slurm (tests/test_slurm.py)
+	$(PY) -m pytest -m slurm tests/test_slurm.py
 
 test-fast: $(VENV)  ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"

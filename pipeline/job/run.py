@@ -19,6 +19,7 @@ from pipeline.job import data as datasets
 from pipeline.job.config import LAUNCH_SETTINGS, ModelConfig, config_digest, network_size, validate
 from pipeline.job.early_stopping import EarlyStopping
 from pipeline.job.loop import Listener, Result, layer_dims, train
+from pipeline.processes import slurm
 from pipeline.processes.workers import Guard
 from pipeline.store import plots, tracking
 
@@ -75,7 +76,8 @@ def run_job(
     tags = {**(tags or {}), "config_digest": config_digest(cfg)}  # equal digests, equal curves
     guard = tracking.RunGuard(guard)
     run_id = guard.start_run(client, experiment, run_name(cfg), tags, parent_run_id)
-    with guard.run_status(client, run_id) as outcome:
+    # a stop ends the run KILLED; where it is Slurm's, its killed_reason says why
+    with guard.run_status(client, run_id, slurm.stop_reason) as outcome:
         tree = OmegaConf.to_container(cfg, resolve=True)
         for key in LAUNCH_SETTINGS:  # a search's or sweep's settings: its parent's, not a job's
             tree.pop(key, None)

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +306,14 @@ class RunGuard:
         return self.held.run_id
 
     @contextmanager
-    def run_status(self, client: MlflowClient, run_id: str) -> Iterator[dict]:
-        """End the run FINISHED, KILLED on Ctrl-C, FAILED on an error (with a tag saying why).
+    def run_status(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        stop_reason: Callable[[], str | None] = lambda: None,
+    ) -> Iterator[dict]:
+        """End the run FINISHED, KILLED on Ctrl-C (tagged with ``stop_reason()``, if any),
+        FAILED on an error (with a tag saying why).
 
         The body may set ``outcome["status"]`` to end the run otherwise (a diverged job), and
         ``outcome["results"]``, a function writing its final results: it, the FINAL_STATUS
@@ -321,7 +327,11 @@ class RunGuard:
                 client.set_tag(run_id, FINAL_STATUS, outcome["status"])  # the last write
                 self._end(client, run_id, outcome["status"])
         except KeyboardInterrupt:
+            why = stop_reason()
             with self.held.lock:
+                if why:
+                    with suppress(Exception):  # a busy store may lose the reason, never the status
+                        log_results(client, run_id, tags={KILLED_REASON: why})
                 self._end(client, run_id, "KILLED")
             raise
         except BaseException as error:
