@@ -15,7 +15,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.processes import slurm
+from pipeline.processes import slurm as slurm_reasons
 from tests import slurm_cluster
 from tests.helpers import ROOT, parents_and_children, run_cli
 from tests.test_server import errors_in
@@ -138,7 +138,7 @@ def test_a_job_cancelled_with_scancel_ends_killed_saying_so(slurm, tmp_path):
                        "the cancelled run to end")  # fmt: skip
         run = client.get_run(cancelled.info.run_id)
         assert run.info.status == "KILLED"
-        assert run.data.tags.get("killed_reason") == slurm.CANCELLED
+        assert run.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
         assert client.get_metric_history(run.info.run_id, "train_cost")  # its points kept
 
 
@@ -154,5 +154,5 @@ def test_a_job_over_its_time_limit_ends_killed_by_slurms_sigterm_with_its_points
                        "the run to end")  # fmt: skip
         run = client.get_run(job.info.run_id)
         assert run.info.status == "KILLED", run.data.tags.get("failure_reason")
-        assert run.data.tags.get("killed_reason") == slurm.TIME_LIMIT
+        assert run.data.tags.get("killed_reason") == slurm_reasons.TIME_LIMIT
         assert client.get_metric_history(run.info.run_id, "train_cost")  # its points kept
