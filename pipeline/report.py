@@ -25,8 +25,9 @@ from pipeline.processes import settings
 from pipeline.processes.errors import InputError, fail
 from pipeline.store import plots, tables, tracking
 
-SHOWN = ["run", "status", "depth", "width", "learning_rate", "train_cost", "val_cost",
-         "test_cost", "train_accuracy", "val_accuracy", "test_accuracy", "seconds"]  # fmt: skip
+SHOWN = ["run", "status", "depth", "width", "learning_rate", "optimizer", "batch_size", "l2",
+         "train_cost", "val_cost", "test_cost", "train_accuracy", "val_accuracy",
+         "test_accuracy", "seconds"]  # fmt: skip
 
 
 def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, list, str | None]:

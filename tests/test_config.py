@@ -369,3 +369,14 @@ def test_a_dry_run_says_how_long_at_the_latest_sweeps_time_per_job(compose_confi
     nowhere = compose_config(f"tracking.uri={uri}x", hydra=True)  # no store there
     assert grid.time_estimate(nowhere, 1000) is None
     assert not Path(f"{uri.removeprefix('sqlite:///')}x").exists()
+
+
+def test_a_sweep_started_before_the_optimizers_keeps_its_digests(compose_config):
+    """The optimization's keys at their old meaning leave a job's digest as it was, so a sweep
+    started before they existed resumes and skips its finished jobs; another value counts."""
+    cfg = compose_config("model.depth=3", "train.learning_rate=0.5")
+    assert config_digest(cfg) == "81adca2e79cef310"  # what commit 31c7b78's code computed
+    assert (
+        config_digest(compose_config("model.depth=3", "train.learning_rate=0.5", "train.l2=0.1"))
+        != "81adca2e79cef310"
+    )

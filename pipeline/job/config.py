@@ -31,7 +31,9 @@ from pipeline.job.data import (
     split_sizes,
 )
 from pipeline.nn.activations import HIDDEN_ACTIVATIONS
+from pipeline.nn.decay import LR_DECAYS, check_lr_decay
 from pipeline.nn.initialization import DTYPES, INIT_SCALES
+from pipeline.nn.optimizers import DEFAULTS, OPTIMIZERS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the config groups, composed by Hydra
 SEEDS = 2**32  # NumPy's seeds (and scikit-learn's random_state) are 0 .. 2**32 - 1
@@ -66,6 +68,16 @@ class TrainConfig:
     blas_threads: int = 1  # one BLAS thread per job, one job per core
     patience: int = 0  # early stopping: logged points without a val_cost improvement; 0: off
     min_delta: float = 0.0  # the least decrease of val_cost that counts as an improvement
+    # the course's second part (pipeline/nn/): an iteration is an epoch over the training part
+    optimizer: str = "gd"  # gd, momentum, rmsprop, adam
+    beta: float = DEFAULTS.beta  # momentum's; the optimizers' defaults are the course's
+    beta1: float = DEFAULTS.beta1  # Adam's first moment
+    beta2: float = DEFAULTS.beta2  # Adam's and RMSprop's second moment
+    epsilon: float = DEFAULTS.epsilon
+    batch_size: int | None = None  # examples per mini-batch; None: the whole training part
+    l2: float = 0.0  # L2 regularization's strength, the course's lambd; 0: none
+    lr_decay: str = "none"  # none, inverse_time, exponential (pipeline/nn/decay.py)
+    decay_rate: float = 1.0  # inverse_time: its rate (0 keeps alpha0); exponential: its base
 
 
 @dataclass
@@ -113,6 +125,8 @@ class Config:
     sweep_name: str = "sweep"  # the prefix of a sweep's parent run name
 
 
+OPTIMIZER_SETTINGS = ("beta", "beta1", "beta2", "epsilon", "decay_rate")
+
 # Keys added to the schema after configs were first recorded, each with the value that means
 # the behaviour from before it existed: a recorded config.yaml that lacks one reproduces with it.
 ADDED_LATER: dict[str, Any] = {
@@ -120,6 +134,16 @@ ADDED_LATER: dict[str, Any] = {
     "train.patience": 0,  # no early stopping
     "train.min_delta": 0.0,
     "tracking.flush_seconds": math.inf,  # every point sent when the job ends
+    **(
+        OPTIMIZATION_BEFORE := {
+            # full-batch gradient descent, no L2, no decay; the optimizers' settings then do nothing
+            "train.optimizer": "gd",
+            "train.batch_size": None,
+            "train.l2": 0.0,
+            "train.lr_decay": "none",
+            **{f"train.{key}": getattr(TrainConfig, key) for key in OPTIMIZER_SETTINGS},
+        }
+    ),
     # a search's and a sweep's settings change no job: today's defaults
     **{f"search.{key}": value for key, value in asdict(SearchConfig()).items() if key != "space"},
     **{f"sweep.{key}": value for key, value in asdict(SweepConfig()).items()},
@@ -139,8 +163,16 @@ NOT_IN_DIGEST = ("tracking", "sweep_name", *LAUNCH_SETTINGS, "hydra")
 
 def config_digest(cfg: DictConfig) -> str:
     """A stable hash of the job's fully resolved config, leaving out NOT_IN_DIGEST: equal
-    digests mean equal curves, bit for bit (train.dtype and train.blas_threads count)."""
+    digests mean equal curves, bit for bit (train.dtype and train.blas_threads count).
+
+    The optimization's keys are left out where they mean what a config meant before they
+    existed (OPTIMIZATION_BEFORE): a job of a sweep started then keeps its digest, so the
+    sweep resumes and skips what it finished."""
     kept = {key: _resolved(cfg[key]) for key in cfg if key not in NOT_IN_DIGEST}
+    for key, before in OPTIMIZATION_BEFORE.items():
+        part, _, name = key.partition(".")
+        if kept.get(part, {}).get(name, before) == before:
+            kept.get(part, {}).pop(name, None)
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -266,6 +298,7 @@ def validate(cfg: DictConfig) -> None:
         "must be > 0",
     )
     check_experiment(cfg.tracking.experiment)
+    check_optimization(t)
     check_search(cfg.search)
     _check(cfg.sweep.max_jobs >= 1, "sweep.max_jobs", cfg.sweep.max_jobs, "must be >= 1")
     _check(
@@ -299,6 +332,12 @@ def validate(cfg: DictConfig) -> None:
         f"too few for {k} classes in each part: {sizes[0]} train, {sizes[1]} validation, "
         f"{sizes[2]} test (test_size={d.test_size}, val_size={d.val_size})",
     )
+    _check(
+        t.batch_size is None or 1 <= t.batch_size <= sizes[0],
+        "train.batch_size",
+        t.batch_size,
+        f"must be between 1 and the {sizes[0]} training examples (null: all of them)",
+    )
     check_memory(cfg)
 
 
@@ -313,6 +352,24 @@ def check_experiment(name: str) -> None:
         f"{name[:20]}...",
         f"{len(name)} characters, more than the {MAX_EXPERIMENT_NAME_LENGTH} MLflow allows",
     )
+
+
+def check_optimization(t: DictConfig) -> None:
+    """The optimizer, its settings, L2 and the learning rate's decay (the batch size needs
+    the data set's split: ``validate`` checks it)."""
+    optimizers = ", ".join(OPTIMIZERS)
+    _check(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"one of {optimizers}")
+    for key in ("beta", "beta1", "beta2"):
+        _check(0 <= t[key] < 1, f"train.{key}", t[key], "must be >= 0 and < 1")
+    _check(0 < t.epsilon < math.inf, "train.epsilon", t.epsilon, "must be a finite number > 0")
+    _check(0 <= t.l2 < math.inf, "train.l2", t.l2, "must be a finite number >= 0 (0: none)")
+    _check(t.lr_decay in LR_DECAYS, "train.lr_decay", t.lr_decay, f"one of {', '.join(LR_DECAYS)}")
+    try:
+        check_lr_decay(t.lr_decay, t.decay_rate)
+    except ValueError as error:
+        raise ConfigError(
+            "train.decay_rate", t.decay_rate, str(error).partition("; got")[0]
+        ) from None
 
 
 def check_trial(cfg: DictConfig) -> None:

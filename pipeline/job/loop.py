@@ -1,4 +1,11 @@
-"""The training loop: full-batch gradient descent with the lecture's four steps.
+"""The training loop: full-batch gradient descent with the lecture's four steps, or the
+course's second part (an optimizer, mini-batches, L2, a decaying learning rate).
+
+An iteration is an epoch: one update over the whole training part, or one update per
+mini-batch (pipeline.nn.epoch, the lean epoch). Full-batch gradient descent keeps the
+lecture's loop, which computes the train cost at every iteration on its way to the
+update; the lean epoch computes it at logged points only, with a forward pass over the
+whole training part, so that curves compare whatever the batch size.
 
 It knows nothing of Hydra or MLflow: it returns the cost curves and the trained
 parameters, and stops at once when the cost stops being finite. At each logged point it
@@ -6,6 +13,7 @@ calls its listeners (live curves, early stopping, ...), any of which may end tra
 """
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,13 +22,17 @@ import numpy as np
 
 from pipeline.job.data import Data
 from pipeline.nn import (
+    LR_DECAYS,
     L_model_backward,
     L_model_forward,
+    MiniBatchTraining,
     compute_cost,
     initialize_parameters_deep,
+    mini_batch_epoch,
     predict,
     update_parameters,
 )
+from pipeline.nn.optimizers import DEFAULTS, Hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +62,33 @@ class Stop:
 
 
 Listener = Callable[[Point], Stop | None]
+
+MINI_BATCH_ORDER = 1  # an epoch's order is drawn from (seed, 1, epoch), apart from the init's
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """How each epoch updates the parameters; the defaults are the lecture's full-batch
+    gradient descent (pipeline/job/config.py's TrainConfig holds a job's defaults)."""
+
+    optimizer: str = "gd"  # a name in pipeline.nn.OPTIMIZERS
+    hyper: Hyperparameters = DEFAULTS
+    batch_size: int | None = None  # None: the whole training part, one update per epoch
+    l2: float = 0.0  # the course's lambd
+    lr_decay: str = "none"  # a name in pipeline.nn.LR_DECAYS
+    decay_rate: float = 1.0
+
+    @property
+    def lean(self) -> bool:
+        """Whether epochs run pipeline.nn.epoch's mini_batch_epoch rather than the lecture's
+        loop: with mini-batches or an optimizer other than gradient descent."""
+        return self.batch_size is not None or self.optimizer != "gd"
+
+    def learning_rate(self, learning_rate0: float, epoch: int) -> float:
+        return LR_DECAYS[self.lr_decay](learning_rate0, epoch, self.decay_rate)
+
+
+GRADIENT_DESCENT = Optimization()
 
 
 @dataclass
@@ -131,6 +170,7 @@ def train(
     log_every: int = 10,
     seed: int = 0,
     listeners: Sequence[Listener] = (),
+    optimization: Optimization = GRADIENT_DESCENT,
 ) -> Result:
     """Train on ``data`` and record train and held-out cost at iterations 0, log_every, ...
 
@@ -138,8 +178,13 @@ def train(
     parameters. Training stops at the first iteration whose cost is not finite, or after
     a point at which a listener returns a Stop (keeping the parameters it hands back).
     The test part is looked at once, at the end, unless it is the held-out curve.
+    Iterations are epochs, updated as ``optimization`` says; the mini-batches' order is
+    drawn from ``seed`` and the epoch.
     """
     parameters = initialize_parameters_deep(dims, init=init, seed=seed, dtype=data.X_train.dtype)
+    lean = lean_training(data, parameters, activation, optimization)
+    if lean is not None:
+        parameters = lean.parameters  # views of one vector, trained in place
     result = Result(parameters)
     held_out_curve, X_held_out, Y_held_out = held_out(data)
     result.curves = {"train_cost": [], held_out_curve: []}
@@ -149,10 +194,14 @@ def train(
     # A diverging run overflows on its way to NaN; the cost check below reports it.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for i in range(iterations + 1):
-            AL, caches = L_model_forward(
-                data.X_train, parameters, hidden_activation=activation, reuse=caches
-            )
-            cost = compute_cost(AL, data.Y_train)
+            if lean is None:
+                AL, caches = L_model_forward(
+                    data.X_train, parameters, hidden_activation=activation, reuse=caches
+                )
+                cost = compute_cost(AL, data.Y_train)
+            else:
+                measured = i % log_every == 0 or i % progress_every == 0 or i == iterations
+                cost = epoch_cost(lean, data, activation) if measured else finite_or_nan(lean)
             if not np.isfinite(cost):
                 result.diverged_at = i
                 break
@@ -177,7 +226,13 @@ def train(
                     break
             if i == iterations:
                 break
-            update_parameters(parameters, L_model_backward(AL, data.Y_train, caches), learning_rate)
+            rate = optimization.learning_rate(learning_rate, i)
+            if lean is None:
+                grads = L_model_backward(AL, data.Y_train, caches, optimization.l2)
+                update_parameters(parameters, grads, rate)
+            else:
+                order = np.random.default_rng((seed, MINI_BATCH_ORDER, i))
+                mini_batch_epoch(lean, rate, order)
         result.seconds = time.perf_counter() - start
         result.parameters = parameters
         if result.diverged_at is None:  # saturated but finite parameters can still overflow
@@ -189,3 +244,32 @@ def train(
                 result.val_accuracy = accuracy(data.X_val, data.Y_val, parameters, activation)
                 result.test_cost = cost_on(data.X_test, data.Y_test, parameters, activation)
     return result
+
+
+def lean_training(
+    data: Data, parameters: dict, activation: str, optimization: Optimization
+) -> MiniBatchTraining | None:
+    """The lean epoch's state for ``optimization``, or None for the lecture's loop."""
+    if not optimization.lean:
+        return None
+    return MiniBatchTraining(
+        data.X_train,
+        data.Y_train,
+        parameters,
+        mini_batch_size=optimization.batch_size or data.X_train.shape[1],
+        hidden_activation=activation,
+        optimizer=optimization.optimizer,
+        hyper=optimization.hyper,
+        lambd=optimization.l2,
+    )
+
+
+def epoch_cost(lean: MiniBatchTraining, data: Data, activation: str) -> float:
+    """The train cost (the cross-entropy, without L2's term) on the whole training part."""
+    return cost_on(data.X_train, data.Y_train, lean.parameters, activation)
+
+
+def finite_or_nan(lean: MiniBatchTraining) -> float:
+    """0.0 while every parameter is finite, else NaN: between logged points, whether the
+    cost would be finite, for the price of a sum over the parameters."""
+    return 0.0 if math.isfinite(np.add.reduce(lean.theta)) else math.nan

@@ -16,9 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import ThreadpoolController
 
 from pipeline.job import data as datasets
-from pipeline.job.config import LAUNCH_SETTINGS, ModelConfig, config_digest, network_size, validate
+from pipeline.job.config import (
+    LAUNCH_SETTINGS,
+    ModelConfig,
+    TrainConfig,
+    config_digest,
+    network_size,
+    validate,
+)
 from pipeline.job.early_stopping import EarlyStopping
-from pipeline.job.loop import Listener, Result, layer_dims, train
+from pipeline.job.loop import Listener, Optimization, Result, layer_dims, train
+from pipeline.nn.optimizers import Hyperparameters
 from pipeline.processes import slurm
 from pipeline.processes.workers import Guard
 from pipeline.store import plots, tracking
@@ -36,12 +44,29 @@ class Outcome:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1, or d2-w16-lr0.1-tanh with
-    another activation than the default."""
-    name = f"d{cfg.model.depth}-w{cfg.model.width}-lr{cfg.train.learning_rate:.3g}"
+    """What distinguishes runs in a sweep, e.g. d2-w16-lr0.1, or d2-w16-lr0.1-tanh-adam-b64-l2_0.01
+    with another activation, optimizer, batch size or L2 than the default."""
+    t = cfg.train
+    name = f"d{cfg.model.depth}-w{cfg.model.width}-lr{t.learning_rate:.3g}"
     if cfg.model.activation != ModelConfig.activation:
         name += f"-{cfg.model.activation}"
+    if t.optimizer != TrainConfig.optimizer:
+        name += f"-{t.optimizer}"
+    if t.batch_size is not None:
+        name += f"-b{t.batch_size}"
+    if t.l2 != TrainConfig.l2:
+        name += f"-l2_{t.l2:.3g}"
+    if t.lr_decay != TrainConfig.lr_decay:
+        name += f"-{t.lr_decay}{t.decay_rate:.3g}"
     return name
+
+
+def optimization(train: DictConfig) -> Optimization:
+    """How the job's epochs update the parameters, from its ``train`` config."""
+    hyper = Hyperparameters(train.beta, train.beta1, train.beta2, train.epsilon)
+    return Optimization(
+        train.optimizer, hyper, train.batch_size, train.l2, train.lr_decay, train.decay_rate
+    )
 
 
 @functools.cache
@@ -110,6 +135,7 @@ def run_job(
                     log_every=cfg.train.log_every,
                     seed=cfg.seed,
                     listeners=[*own, *listeners],
+                    optimization=optimization(cfg.train),
                 )
         except BaseException:  # Ctrl-C or an error: the points so far go to the store first
             with contextlib.suppress(Exception):  # what ends the run is the first error

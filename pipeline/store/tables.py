@@ -29,6 +29,9 @@ COLUMNS = {
     "params.model.depth": "depth",
     "params.model.width": "width",
     "params.train.learning_rate": "learning_rate",
+    "params.train.optimizer": "optimizer",  # runs from before it: gd, full batch, no L2
+    "params.train.batch_size": "batch_size",
+    "params.train.l2": "l2",
     "metrics.train_cost": "train_cost",
     "metrics.val_cost": "val_cost",
     "metrics.test_cost": "test_cost",
@@ -186,6 +189,10 @@ def runs_table(runs: list) -> pd.DataFrame:
     table = table.rename(columns=COLUMNS)
     for column in ("depth", "width", "learning_rate"):
         table[column] = pd.to_numeric(table[column])
+    # runs recorded before these keys existed trained with gradient descent, without L2
+    table["optimizer"] = table.optimizer.fillna("gd")
+    table["batch_size"] = pd.to_numeric(table.batch_size, errors="coerce")  # None: full batch
+    table["l2"] = pd.to_numeric(table.l2).fillna(0.0)
     accuracy = chosen_by(table)
     cost = accuracy.replace("accuracy", "cost")
     best_first = table.sort_values([accuracy, cost], ascending=[False, True], na_position="last")
