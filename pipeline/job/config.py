@@ -73,6 +73,7 @@ class TrackingConfig:
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str = "${dataset.name}"
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
+    dynamics: bool = True  # each layer's gradient and weight norms at every logged point
 
 
 PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/sweeps/studies.py
@@ -112,6 +113,7 @@ ADDED_LATER: dict[str, Any] = {
     "train.patience": 0,  # no early stopping
     "train.min_delta": 0.0,
     "tracking.flush_seconds": math.inf,  # every point sent when the job ends
+    "tracking.dynamics": False,  # the cost curves alone
     # a search's settings change no job: today's defaults
     **{f"search.{key}": value for key, value in asdict(SearchConfig()).items() if key != "space"},
 }
