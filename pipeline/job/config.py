@@ -73,7 +73,9 @@ class TrackingConfig:
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str = "${dataset.name}"
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
-    dynamics: bool = True  # each layer's gradient and weight norms at every logged point
+    # each layer's gradient and weight norms at every logged point, and dynamics.png: off,
+    # since they add a quarter to a default job (benchmarks/bench_dynamics.py)
+    dynamics: bool = False
 
 
 PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/sweeps/studies.py
