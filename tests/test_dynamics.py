@@ -6,12 +6,14 @@ import subprocess
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from omegaconf import OmegaConf
 
 from pipeline.job import data as datasets
 from pipeline.job.config import DatasetConfig
+from pipeline.job.dynamics import Dynamics
 from pipeline.job.loop import cost_on, held_out, layer_dims, train
 from pipeline.job.run import run_job
 from pipeline.nn import (
@@ -21,7 +23,7 @@ from pipeline.nn import (
     initialize_parameters_deep,
     update_parameters,
 )
-from pipeline.store import plots, tables
+from pipeline.store import plots, tables, tracking
 from tests.helpers import ROOT, parents_and_children, run_cli
 
 QUICK = ["train.iterations=60", "train.log_every=10"]
@@ -112,6 +114,29 @@ def test_turning_dynamics_off_leaves_the_curves_bit_for_bit_and_logs_none(compos
     assert "grad_norm/W1" in client().get_run(runs[True]).data.metrics
 
 
+def test_a_points_dynamics_go_in_the_batch_of_its_costs(store):
+    uri, client = store
+    moons = datasets.load(OmegaConf.structured(DatasetConfig(n_samples=300)), seed=0)
+    experiment = tracking.experiment_id(tracking.connect(uri), "batches")
+    run_id = tracking.start_run(tracking.connect(uri), experiment, "live", {})
+    live = tracking.LiveCurves(tracking.connect(uri), run_id, flush_seconds=1e-9)
+    sent = []
+
+    def after_each_batch(point):  # what the store holds once the point's batch is sent
+        stored = [
+            *client().get_metric_history(run_id, "train_cost"),
+            *client().get_metric_history(run_id, "grad_norm/W2"),
+        ]
+        sent.append(sorted(m.key for m in stored if m.step == point.iteration))
+
+    dynamics = Dynamics(0.3, live.keep)
+    result = train(moons, layer_dims(2, 1, 4, 1), iterations=20, log_every=5,
+                   listeners=[dynamics, live, after_each_batch])  # fmt: skip
+    assert live.batches == len(result.steps) == 5  # one batch a point, not one more
+    assert sent == [["grad_norm/W2", "train_cost"]] * 5
+    assert dynamics.steps == result.steps and list(dynamics.grad_norms) == ["W1", "W2"]
+
+
 def test_the_loop_updates_with_the_gradients_its_points_carry_and_curves_are_as_before():
     """The curves of the lecture's four steps written out, bit for bit, and each point's
     gradients those of backpropagation at that point's parameters."""
@@ -168,7 +193,7 @@ def test_the_dynamics_figure_draws_one_line_per_layer_first_to_last_all_text_ins
 
 
 def test_the_ratio_by_depth_figure_has_one_line_per_activation_all_text_inside():
-    table = tables.pd.DataFrame(
+    table = pd.DataFrame(
         [(depth, activation, ratio * 10.0**-depth) for depth in range(0, 11)
          for activation, ratio in (("sigmoid", 1.0), ("relu", 0.5), ("relu", 1.0), ("relu", 4.0))],
         columns=["depth", "activation", "ratio"],
