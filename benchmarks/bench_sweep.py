@@ -127,6 +127,20 @@ def in_process_jobs(cfg, repeat: int) -> tuple[float, float]:
     return statistics.median(overheads), statistics.median(trainings)
 
 
+def interleaved_jobs(variants: dict, repeat: int) -> dict[str, float]:
+    """Median wall seconds of each variant's whole job (run_job, warm), interleaved round by
+    round so that the machine's load hits each alike."""
+    for variant in variants.values():
+        run_job(variant)  # warm: first-use costs of MLflow and matplotlib
+    wall = {name: [] for name in variants}
+    for _ in range(repeat):
+        for name, variant in variants.items():
+            start = time.perf_counter()
+            run_job(variant)
+            wall[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in wall.items()}
+
+
 def live_curves(cfg, repeat: int) -> None:
     """A whole job's seconds (training included: the loop sends the batches) with the
     default live flushing (a batch at most every tracking.flush_seconds), without any, and
@@ -140,15 +154,7 @@ def live_curves(cfg, repeat: int) -> None:
         "no live flushing (inf)": OmegaConf.merge(cfg, {"tracking": {"flush_seconds": math.inf}}),
         "a batch every point": OmegaConf.merge(cfg, {"tracking": {"flush_seconds": 1e-9}}),
     }
-    for variant in variants.values():
-        run_job(variant)  # warm
-    wall = {name: [] for name in variants}
-    for _ in range(repeat):
-        for name, variant in variants.items():
-            start = time.perf_counter()
-            run_job(variant)
-            wall[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in wall.items()}
+    medians = interleaved_jobs(variants, repeat)
     for name, seconds in medians.items():
         print(f"  whole job, {name:27} {seconds:6.3f} s")
     default, none, every = medians.values()

@@ -85,6 +85,9 @@ class TrackingConfig:
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str = "${dataset.name}"
     flush_seconds: float = 2.0  # a training job's points reach the store at most this often
+    # each layer's gradient and weight norms at every logged point, and dynamics.png: off,
+    # since they add a quarter to a default job (benchmarks/bench_dynamics.py)
+    dynamics: bool = False
 
 
 PRUNERS = ("median", "hyperband", "none")  # search.pruner: see pipeline/sweeps/studies.py
@@ -144,6 +147,7 @@ ADDED_LATER: dict[str, Any] = {
             **{f"train.{key}": getattr(TrainConfig, key) for key in OPTIMIZER_SETTINGS},
         }
     ),
+    "tracking.dynamics": False,  # the cost curves alone
     # a search's and a sweep's settings change no job: today's defaults
     **{f"search.{key}": value for key, value in asdict(SearchConfig()).items() if key != "space"},
     **{f"sweep.{key}": value for key, value in asdict(SweepConfig()).items()},

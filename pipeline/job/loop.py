@@ -46,6 +46,9 @@ class Point:
     costs: Mapping[str, float]
     parameters: Mapping[str, np.ndarray]
     last: bool  # the point at train.iterations: training ends after it anyway
+    # backpropagation's gradients at these parameters ({"dW1": ..., "db1": ...}): those of
+    # the update that follows the point, the loop's own arrays like ``parameters``
+    grads: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,13 +210,19 @@ def train(
                 break
             if i % progress_every == 0 or i == iterations:
                 log.info("iteration %d/%d  train cost %.4f", i, iterations, cost)
+            # before the point's listeners, who see them (the last point's serve them alone);
+            # with mini-batches, the last batch's of the epoch before (none before the first)
+            if lean is None:
+                grads = L_model_backward(AL, data.Y_train, caches, optimization.l2)
+            else:
+                grads = lean.grads if lean.t else None
             if i % log_every == 0 or i == iterations:
                 held_out_cost = cost_on(X_held_out, Y_held_out, parameters, activation)
                 costs = {"train_cost": cost, held_out_curve: held_out_cost}
                 result.steps.append(i)
                 for name, value in costs.items():
                     result.curves[name].append(value)
-                point = Point(i, costs, parameters, last=i == iterations)
+                point = Point(i, costs, parameters, last=i == iterations, grads=grads)
                 stops = [stop for stop in (listener(point) for listener in listeners) if stop]
                 if stops:
                     result.stopped_at, result.stop_reason = i, stops[0].reason
@@ -228,7 +237,6 @@ def train(
                 break
             rate = optimization.learning_rate(learning_rate, i)
             if lean is None:
-                grads = L_model_backward(AL, data.Y_train, caches, optimization.l2)
                 update_parameters(parameters, grads, rate)
             else:
                 order = np.random.default_rng((seed, MINI_BATCH_ORDER, i))

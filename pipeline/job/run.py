@@ -24,6 +24,7 @@ from pipeline.job.config import (
     network_size,
     validate,
 )
+from pipeline.job.dynamics import Dynamics
 from pipeline.job.early_stopping import EarlyStopping
 from pipeline.job.loop import Listener, Optimization, Result, layer_dims, train
 from pipeline.nn.optimizers import Hyperparameters
@@ -120,7 +121,9 @@ def run_job(
         tracking.log_dataset(client, run_id, cfg.dataset.name, data.X_train, data.Y_train)
 
         live = tracking.LiveCurves(client, run_id, cfg.tracking.flush_seconds)
-        own: list[Listener] = [live]
+        # before the live curves: a point's dynamics go in the same batch as its costs
+        dynamics = Dynamics(cfg.train.learning_rate, live.keep) if cfg.tracking.dynamics else None
+        own: list[Listener] = [dynamics, live] if dynamics else [live]
         if cfg.train.patience:
             own.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
         try:
@@ -141,7 +144,7 @@ def run_job(
             with contextlib.suppress(Exception):  # what ends the run is the first error
                 live.flush()
             raise
-        outcome["results"] = partial(record, client, run_id, cfg, data, result, live)
+        outcome["results"] = partial(record, client, run_id, cfg, data, result, live, dynamics)
         if result.diverged_at is not None:
             outcome["status"] = "FAILED"
         elif result.killed:
@@ -149,7 +152,9 @@ def run_job(
     return Outcome(run_id, experiment, outcome["status"], result)
 
 
-def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> None:
+def record(
+    client, run_id: str, cfg: DictConfig, data, result: Result, live, dynamics: Dynamics | None
+) -> None:
     """The curves' points not sent yet (``live``: tracking.LiveCurves), final metrics, tags
     and artifacts of a finished or diverged training, batched."""
     final = {"train_seconds": result.seconds}
@@ -159,6 +164,9 @@ def record(client, run_id: str, cfg: DictConfig, data, result: Result, live) -> 
     files = {
         "cost_curve.png": partial(plots.save_png, cost_figure),
     }
+    if dynamics and dynamics.steps:
+        figure = plots.layer_gradients(dynamics.steps, dynamics.grad_norms, title)
+        files["dynamics.png"] = partial(plots.save_png, figure)
     if result.diverged_at is None:
         final |= {"train_accuracy": result.train_accuracy, "test_accuracy": result.test_accuracy}
         if "val_cost" in result.curves:  # else test_cost is a curve, its last point the final

@@ -186,3 +186,85 @@ def accuracy_heatmaps(table, metric: str = "val_accuracy"):
         ax.set_yticks(range(len(depths)), depths)
     fig.colorbar(image, ax=axes.tolist(), label=ACCURACY_LABELS.get(metric, metric), fraction=0.03)
     return fig
+
+
+def log_ticks(ax) -> None:
+    """A few labelled decades on the log-scaled y axis, no minor ticks: a log axis' many
+    minor ticks and their labels would cost most of the figure's drawing time."""
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=6))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # 1e-05: no mathtext
+
+
+LAYER_COLOURS = "viridis"  # sequential: the first layer dark, the last light
+MAX_LAYER_LEGEND = 8  # more layers than this: a colour bar instead of a legend
+
+
+def layer_colours(n_layers: int) -> list:
+    """One colour per layer, from the first to the last along LAYER_COLOURS."""
+    cmap = matplotlib.colormaps[LAYER_COLOURS]
+    return [cmap(0.9 * l / max(1, n_layers - 1)) for l in range(n_layers)]
+
+
+@functools.cache
+def _dynamics_axes(n_layers: int):
+    width = 7.0
+    fig, ax = _figure(width, 4)
+    fig.subplots_adjust(right=1 - 1.2 / width)  # the legend or colour bar, right of the axes
+    colours = layer_colours(n_layers)
+    for l, colour in enumerate(colours, start=1):
+        ax.plot([], [], color=colour, linewidth=1.2, label=f"W{l}")
+    ax.set(xlabel="iteration", ylabel="gradient norm ||dW[l]||", yscale="log")
+    log_ticks(ax)
+    ax.grid(alpha=0.3)
+    if n_layers <= MAX_LAYER_LEGEND:
+        fig.legend(loc="center right", title="layer", fontsize="small", frameon=False)
+    else:
+        norm = matplotlib.colors.BoundaryNorm(np.arange(0.5, n_layers + 1), n_layers)
+        cmap = matplotlib.colors.ListedColormap(colours)  # one band per layer
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, fraction=0.04)
+        bar.set_label("layer l (first to last)")
+    return ax
+
+
+def layer_gradients(steps: Sequence[int], grad_norms: Mapping[str, Sequence[float]], title: str):
+    """Each layer's gradient norm (``grad_norms``: {"W1": norms, ...}, first layer first)
+    against iteration, on a log scale, coloured from the first layer to the last.
+
+    The figure is this process's, drawn again at the next call: save it before."""
+    ax = _dynamics_axes(len(grad_norms))
+    for line, norms in zip(ax.lines, grad_norms.values(), strict=True):
+        shown = np.asarray(norms, dtype=float)
+        line.set_data(steps, np.where(np.isfinite(shown) & (shown > 0), shown, np.nan))
+    ax.relim()
+    ax.autoscale_view()
+    ax.set_title(f"{title}: gradient norm per layer")
+    return ax.figure
+
+
+def gradient_ratio_by_depth(table):
+    """The first layer's gradient norm over the last layer's at the first logged point,
+    against depth, one line per hidden activation (log scale): where gradients vanish.
+
+    ``table`` has one row per run (depth, activation, ratio); a line goes through the
+    median of each depth's runs, its band spans their range (other widths, learning rates).
+    """
+    width = 7.0
+    fig, ax = _figure(width, 4.2)
+    fig.subplots_adjust(right=1 - 1.4 / width, top=0.86)  # the legend, right of the axes
+    shown = table[np.isfinite(table.ratio) & (table.ratio > 0)]
+    for activation, runs in shown.groupby("activation", sort=True):
+        by_depth = runs.groupby("depth").ratio
+        depths = by_depth.median().index.to_numpy()
+        (line,) = ax.plot(depths, by_depth.median(), "o-", label=activation)
+        if (by_depth.size() > 1).any():
+            low, high = by_depth.min(), by_depth.max()
+            ax.fill_between(depths, low, high, color=line.get_color(), alpha=0.15)
+    ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")  # as large in both layers
+    ax.set(xlabel="depth (hidden layers)", ylabel="||dW[1]|| / ||dW[L]|| at step 0",
+           yscale="log")  # fmt: skip
+    ax.set_title("first layer's gradient over the last's, at initialization")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="center right", title="activation", fontsize="small", frameon=False)
+    return fig

@@ -5,6 +5,7 @@ This module only reads; what a sweep writes on its parent run is ``pipeline.swee
 
 import functools
 import json
+import math
 import os
 import socket
 import statistics
@@ -29,6 +30,7 @@ COLUMNS = {
     "params.model.depth": "depth",
     "params.model.width": "width",
     "params.train.learning_rate": "learning_rate",
+    "params.model.activation": "activation",
     "params.train.optimizer": "optimizer",  # runs from before it: gd, full batch, no L2
     "params.train.batch_size": "batch_size",
     "params.train.l2": "l2",
@@ -249,6 +251,27 @@ def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, li
         history = client.get_metric_history(run_id, "train_cost")
         curves[run_id] = ([m.step for m in history], [m.value for m in history])
     return curves
+
+
+def first_value(client: MlflowClient, run_id: str, key: str) -> float | None:
+    """Metric ``key`` of the run at its first step, or None if the run has not logged it."""
+    history = client.get_metric_history(run_id, key)
+    return min(history, key=lambda m: (m.step, m.timestamp)).value if history else None
+
+
+def gradient_ratios(client: MlflowClient, table: pd.DataFrame) -> pd.DataFrame:
+    """depth, activation and ratio, the first layer's gradient norm over the last layer's
+    (grad_norm/W1 / grad_norm/W{depth + 1}) at the first logged point, of each run of
+    ``table`` that logged them (none before tracking.dynamics, or with it off)."""
+    rows = []
+    for run in table.itertuples():
+        first = first_value(client, run.run_id, "grad_norm/W1")
+        if first is None:
+            continue
+        last = first_value(client, run.run_id, f"grad_norm/W{int(run.depth) + 1}")
+        ratio = first / last if last else math.inf
+        rows.append({"depth": int(run.depth), "activation": run.activation, "ratio": ratio})
+    return pd.DataFrame(rows, columns=["depth", "activation", "ratio"])
 
 
 def counts_line(table: pd.DataFrame) -> str:

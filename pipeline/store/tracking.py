@@ -402,10 +402,14 @@ class LiveCurves:
 
     def __call__(self, point) -> None:
         """Keep the point's costs (``point.iteration``, ``point.costs``); send if it is time."""
-        now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, point.iteration) for k, v in point.costs.items()]
+        self.keep(point.iteration, point.costs)
         if time.monotonic() - self.flushed_at >= self.flush_seconds:
             self.flush()
+
+    def keep(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Metrics at ``step`` to send with the next batch (another listener's, at a point)."""
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
     def flush(self) -> None:
         """Send the points not sent yet, in one batch."""

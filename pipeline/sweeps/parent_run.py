@@ -255,7 +255,8 @@ def full_disk_line(parent: Parent, ended: bool) -> str:
 
 
 def record_sweep(client: MlflowClient, parent: Parent, table: pd.DataFrame, swept: str):
-    """The comparison table, the best child, all cost curves and a description, on the parent."""
+    """The comparison table, the best child, all cost curves, the gradients' ratio by depth
+    and a description, on the parent."""
     parent_run_id = parent.run_id
     finished = table[table.status == "FINISHED"]
     tags = {tracking.NOTE: description(table, swept, parent_run_id, parent.n_jobs)}
@@ -265,14 +266,15 @@ def record_sweep(client: MlflowClient, parent: Parent, table: pd.DataFrame, swep
     curves = tables.train_cost_curves(client, table.run_id)
     by_name = {row.run: curves[row.run_id] for row in table.itertuples()}
     figure = plots.overlaid_curves(by_name, "train cost of every job")
-    tracking.log_files(
-        client,
-        parent_run_id,
-        {
-            "comparison.csv": lambda path: path.write_text(table.to_csv(index=False)),
-            "cost_curves.png": partial(plots.save_png, figure),
-        },
-    )
+    files = {
+        "comparison.csv": lambda path: path.write_text(table.to_csv(index=False)),
+        "cost_curves.png": partial(plots.save_png, figure),
+    }
+    ratios = tables.gradient_ratios(client, table)
+    if len(ratios):  # runs with learning dynamics (tracking.dynamics)
+        dynamics = plots.gradient_ratio_by_depth(ratios)
+        files["dynamics_by_depth.png"] = partial(plots.save_png, dynamics)
+    tracking.log_files(client, parent_run_id, files)
 
 
 def description(table: pd.DataFrame, swept: str, parent_run_id: str, n_jobs: int | None) -> str:
