@@ -65,7 +65,7 @@ LIBRARY_USE = textwrap.dedent("""
     run_job(cfg)
     tuned = [f.__name__ for f in (settings.keep_freed_memory, settings.skip_final_collection)
              if f.cache_info().currsize]
-    http = sorted(k for k in settings.MLFLOW_HTTP_SETTINGS if k in os.environ)
+    http = sorted(k for k in settings.SERVER_TIMEOUTS if k in os.environ)
     atexit.register(lambda: print("tuned:", tuned, "frozen:", gc.get_freeze_count() > 0, http))
 """)
 
@@ -75,16 +75,16 @@ def test_library_code_leaves_the_process_as_it_was(tmp_path):
     assert python(LIBRARY_USE, str(ROOT / "conf"), uri).strip() == "tuned: [] frozen: False []"
 
 
-# What an entry point leaves in the environment for MLflow's HTTP client (and its workers).
+# What an entry point leaves in the environment for MLflow's HTTP client and libpq (and its workers).
 HTTP_SETTINGS = textwrap.dedent("""
     import os
     from pipeline.processes import settings
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"  # the user's own
     settings.tune_for_jobs()
-    print(*(os.environ[k] for k in sorted(settings.MLFLOW_HTTP_SETTINGS)))
+    print(*(os.environ[k] for k in sorted(settings.SERVER_TIMEOUTS)))
 """)
 
 
 def test_entry_points_bound_mlflows_http_retries_but_the_user_wins():
-    # sorted: BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT
-    assert python(HTTP_SETTINGS).split() == ["1", "2", "60"]
+    # sorted: BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, then PGCONNECT_TIMEOUT
+    assert python(HTTP_SETTINGS).split() == ["1", "2", "60", "5"]
