@@ -75,7 +75,7 @@ def test_library_code_leaves_the_process_as_it_was(tmp_path):
     assert python(LIBRARY_USE, str(ROOT / "conf"), uri).strip() == "tuned: [] frozen: False []"
 
 
-# What an entry point leaves in the environment for MLflow's HTTP client and libpq (and its workers).
+# What an entry point leaves in the environment for MLflow's HTTP client and libpq.
 HTTP_SETTINGS = textwrap.dedent("""
     import os
     from pipeline.processes import settings
