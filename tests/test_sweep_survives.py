@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.job.run import run_job
-from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught
+from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught, wait_until
 
 pytestmark = pytest.mark.slow
 # 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
@@ -45,13 +45,6 @@ def started(tmp_path, out="out.txt") -> bool:
     return "parent run" in (tmp_path / out).read_text()
 
 
-def wait_for(condition, timeout=180):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def statuses(client):
     runs = parents_and_children(client)[1]
     return collections.Counter(r.info.status for r in runs)
@@ -69,7 +62,7 @@ def gone_within(processes, seconds):
 def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(store, tmp_path):
     uri, client = store
     launcher = start(uri, tmp_path)
-    wait_for(lambda: started(tmp_path) and statuses(client())[
+    wait_until(lambda: started(tmp_path) and statuses(client())[
         "FINISHED"] >= 5)  # fmt: skip
     workers = descendants(launcher.pid)
     launcher.kill()
@@ -144,7 +137,7 @@ def test_a_job_ending_as_its_launcher_is_killed_is_finished_and_never_run_again(
     env = {"PYTHONPATH": os.pathsep.join(paths), "PAUSE_DIR": str(tmp_path)}
     launcher = start(uri, tmp_path, "model.width=8,16", env=env)  # 8 jobs
     marker = tmp_path / "paused"
-    wait_for(lambda: marker.exists() and marker.read_text())  # the run id, once written
+    wait_until(lambda: marker.exists() and marker.read_text())  # the run id, once written
     paused = marker.read_text()
     workers = descendants(launcher.pid)
     launcher.kill()
@@ -175,7 +168,7 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
     # no live batch: a job's points reach the store only as it ends
     sweep = start(uri, tmp_path, "train.iterations=10000000", "tracking.flush_seconds=1e9",
                   make=through_make)  # fmt: skip
-    wait_for(lambda: started(tmp_path) and statuses(client())[
+    wait_until(lambda: started(tmp_path) and statuses(client())[
         "RUNNING"] >= 2)  # fmt: skip
     time.sleep(3)  # both jobs in flight are past their first point (they never finish)
     processes = descendants(sweep.pid)
@@ -196,7 +189,7 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
 def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     uri, client = store
     launcher = start(uri, tmp_path)
-    wait_for(lambda: started(tmp_path) and statuses(client())[
+    wait_until(lambda: started(tmp_path) and statuses(client())[
         "FINISHED"] >= 2 and statuses(client())["RUNNING"] >= 1)  # fmt: skip
     running = [c for c in parents_and_children(client())[1] if c.info.status == "RUNNING"]
     victim = running[0]
@@ -247,7 +240,7 @@ def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
     big = ["model.width=range(1,4001)", "sweep.max_jobs=100000"]  # 16,000 jobs: seconds to check
     sweep = start(uri, tmp_path, *big)
     # its stop handlers installed and its workers warming: checking the jobs
-    wait_for(lambda: stops_caught(sweep.pid) and descendants(sweep.pid))
+    wait_until(lambda: stops_caught(sweep.pid) and descendants(sweep.pid))
     assert sweep.poll() is None
     workers = descendants(sweep.pid)
     sweep.send_signal(signum)
