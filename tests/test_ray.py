@@ -19,9 +19,15 @@ pytest.importorskip("hydra_plugins.hydra_ray_launcher")
 
 from mlflow import MlflowClient
 
-from tests.helpers import assert_one_error_line, free_port, parents_and_children, run_cli
+from tests.helpers import (
+    assert_one_error_line,
+    free_port,
+    parents_and_children,
+    run_cli,
+    wait_until,
+)
 from tests.test_server import errors_in
-from tests.test_sweep_survives import started, statuses, wait_for
+from tests.test_sweep_survives import started, statuses
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +63,7 @@ def ray_head(tmp_path_factory):
             start_new_session=True,
         )  # fmt: skip
     try:
-        wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, 120)
+        wait_until(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, 120)
         assert head.poll() is None, log.read_text()[-3000:]
         yield f"127.0.0.1:{port}", folder / "session_latest" / "logs"
     finally:
@@ -131,7 +137,7 @@ def test_sigterm_ends_a_sweep_on_ray_killed_without_a_traceback(ray_head, store,
             env=os.environ | RAY_ENV | {"RAY_ADDRESS": address},
         )  # fmt: skip
     try:
-        wait_for(lambda: started(tmp_path) and statuses(client())["RUNNING"] == 2)
+        wait_until(lambda: started(tmp_path) and statuses(client())["RUNNING"] == 2)
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 128 + signal.SIGTERM
     finally:

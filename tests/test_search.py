@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.sweeps import studies
-from tests.helpers import assert_one_error_line, parents_and_children, run_cli
-from tests.test_sweep_survives import statuses, wait_for
+from tests.helpers import assert_one_error_line, parents_and_children, run_cli, wait_until
+from tests.test_sweep_survives import statuses
 
 pytestmark = pytest.mark.slow
 # 200 iterations, 20 points each: a trial takes well under a second
@@ -177,8 +177,8 @@ def search_in_flight(uri, client, tmp_path) -> subprocess.Popen:
             [sys.executable, "-m", *command(uri, *long_trials)],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    wait_for(lambda: "parent run" in (tmp_path / "out.txt").read_text())  # the store exists
-    wait_for(lambda: statuses(client())["RUNNING"] >= 2)
+    wait_until(lambda: "parent run" in (tmp_path / "out.txt").read_text())  # the store exists
+    wait_until(lambda: statuses(client())["RUNNING"] >= 2)
     return process
 
 

@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import fetch, parents_and_children, run_cli
-from tests.test_sweep_survives import start, started, statuses, wait_for
+from tests.helpers import fetch, parents_and_children, run_cli, wait_until
+from tests.test_sweep_survives import start, started, statuses
 
 pytestmark = pytest.mark.slow
 
@@ -75,10 +75,10 @@ def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path)
     base, _, log = server
     client = MlflowClient(base)
     launcher = start(base, tmp_path)
-    wait_for(lambda: started(tmp_path) and statuses(client)["FINISHED"] >= 3)
+    wait_until(lambda: started(tmp_path) and statuses(client)["FINISHED"] >= 3)
     launcher.kill()  # kill -9: its loky workers end their runs KILLED on their own
     launcher.wait()
-    wait_for(lambda: not statuses(client)["RUNNING"], timeout=30)
+    wait_until(lambda: not statuses(client)["RUNNING"], timeout=30)
     finished = {c.data.tags["config_digest"] for c in parents_and_children(client)[1]
                 if c.info.status == "FINISHED"}  # fmt: skip
     assert 3 <= len(finished) < 12
