@@ -42,7 +42,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -150,7 +149,7 @@ def work(launch: Launch, n_trials: int) -> None:
     """A worker: ``n_trials`` trials of the study, one at a time (Optuna's ``optimize``)."""
     settings.tune_for_jobs()  # a worker process's own settings, as a sweep's
     stopping.catch_stops()
-    stopping.watch_launcher(launch.parent.launcher_pid, partial(abandon, launch))
+    stopping.watch_launcher(launch.parent.launcher_pid, partial(abandon_search, launch))
     # one line per trial (progress_line): the job's own log lines and Optuna's stay quiet
     for name in ("pipeline.job.loop", "pipeline.job.run"):
         logging.getLogger(name).addHandler(logging.NullHandler())
@@ -231,12 +230,10 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
         if parent is None:  # joined or resumed: the study's config, this process's settings
             run_id = parent_run_id(study)
             recorded = study.user_attrs[studies.OVERRIDES_ATTR]
-            extra = [o for o in task if o not in recorded and o not in own]
-            if extra:
-                raise InputError(f"the study {study.study_name} runs with the overrides it "
-                                 f"recorded: drop {' '.join(extra)}")  # fmt: skip
-            cfg, space, plain = compose_search(config_name, [*recorded, *own])
-            parent = join(client, study, run_id)
+            what = f"the study {study.study_name}"
+            overrides = parent_run.keep_recorded(what, recorded, task, own)
+            cfg, space, plain = compose_search(config_name, overrides)
+            parent = join_study(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
     return Launch(config_name, plain, space, url, study.study_name, parent, tables.launcher_id(),
                   cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before)  # fmt: skip
@@ -246,11 +243,7 @@ def resumed(
     client: MlflowClient, storage: optuna.storages.RDBStorage, url: str, which: str
 ) -> optuna.Study:
     """The study of the search ``which`` (its parent's run id, or latest)."""
-    run = parent_run.find(client, which, "search")
-    name = run.data.tags.get(tables.STUDY_TAG)
-    if name is None:
-        raise InputError(f"{run.info.run_name} is a grid sweep: resume it with "
-                         f"make sweep RESUME={run.info.run_id}")  # fmt: skip
+    name = parent_run.find(client, which, "search").data.tags[tables.STUDY_TAG]
     study = studies.load(storage, name)
     if study is None:
         raise InputError(f"the study {name} is not in {studies.hidden_password(url)}: give the "
@@ -276,25 +269,20 @@ def create(
     except optuna.exceptions.DuplicatedStudyError:  # search.study=name, made meanwhile
         return studies.load(storage, name), None
     name = study.study_name
-    run_id = None
+    overrides = [o for o in task if o not in own]
+    record = partial(studies.record_parent, study, overrides=overrides, me=tables.launcher_id())
     try:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
-        params = {f"sweep.{key}": text for key, text in space.items()}
         tags = {tables.STUDY_TAG: name, STORAGE_TAG: studies.hidden_password(url)}
         argv = [studies.hidden_password(o) for o in task]
-        run_id = parent_run.start_parent(
-            client, experiment, name, argv, dimensions.swept(space), params, tags
+        swept = dimensions.swept(space)
+        parent = parent_run.create(
+            client, experiment, name, argv, swept, space, tags=tags, record=record
         )
-        study.set_user_attr(studies.LAUNCHER_ATTR + tables.launcher_id(), "running")
-        study.set_user_attr(studies.OVERRIDES_ATTR, [o for o in task if o not in own])
-        study.set_user_attr(studies.PARENT_ATTR, run_id)  # last: what a joining process waits for
-    except BaseException as error:
+    except BaseException:
         optuna.delete_study(study_name=name, storage=storage)
-        if run_id:
-            stopped = isinstance(error, KeyboardInterrupt)
-            client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
         raise
-    return study, parent_run.Parent(run_id, experiment, client.tracking_uri, None, os.getpid())
+    return study, parent
 
 
 def new_study(storage: optuna.storages.RDBStorage, name: str, numbered: bool) -> optuna.Study:
@@ -334,61 +322,40 @@ def parent_run_id(study: optuna.Study) -> str:
     return run_id
 
 
-def join(client: MlflowClient, study: optuna.Study, run_id: str) -> parent_run.Parent:
-    """The study's parent ``run_id``, this process working on it. With no other process
-    working on it, it is reopened: RUNNING again, the runs and trials it left RUNNING ended
-    (KILLED, FAIL)."""
-    me = tables.launcher_id()
-    # first: no other process reopens the parent under our feet
-    study.set_user_attr(studies.LAUNCHER_ATTR + me, "running")
+def join_study(client: MlflowClient, study: optuna.Study, run_id: str) -> parent_run.Parent:
+    """The study's parent ``run_id``, this process working on it (``parent_run.join``): with no
+    other process working on it, reopened, the trials it left RUNNING ended FAIL."""
+    # registered first: no other process reopens the parent under our feet
+    others = studies.start_working(study, tables.launcher_id())
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise InputError(f"the study's parent run {run_id} is not in {client.tracking_uri}: "
                          "use the store it was started with (tracking.uri=)") from None  # fmt: skip
-    if run.info.status != "RUNNING" or not studies.others_working(study, me):
-        studies.fail_running_trials(study)
-        parent_run.reopen(client, run_id, "its search stopped before the trial ended")
-    return parent_run.Parent(run_id, run.info.experiment_id, client.tracking_uri, None, os.getpid())
+    fail_left_running = partial(studies.fail_running_trials, study)
+    return parent_run.join(client, run, others, on_reopen=fail_left_running)
 
 
-def stop(launch: Launch, status: str, seconds: float) -> None:
-    """This process's part ends (``end_part``); the parent ends ``status`` with the last
-    process on the study."""
-    study = end_part(launch, "its search process stopped before the trial ended")
-    others = studies.others_working(study, launch.launcher)
-    if others:
-        print(f"this process's trials ended ({status.lower()}); the search goes on in "
-              f"{', '.join(others)}: the last to end ends its parent run", flush=True)  # fmt: skip
-    else:
-        parent_run.finish(launch.parent, status, seconds)
+def end_search(launch: Launch, status: str, seconds: float) -> None:
+    """This process's part of the search ends (``studies.stop_working``); the parent ends
+    ``status`` with the last process on the study (``parent_run.finish``)."""
+    study = launched_study(launch)
+    others = studies.stop_working(study, launch.launcher)
+    parent_run.finish(launch.parent, status, seconds, others)
     print(studies.study_line(study, launch.storage), flush=True)
 
 
-def abandon(launch: Launch, why: str, run_id: str | None = None) -> None:
-    """In a worker whose launcher died (kill -9): the launcher's part ends (``end_part``), of
-    its runs only this worker's in flight, ``run_id`` (the other workers end theirs); the
-    parent ends KILLED unless another process works on the study."""
-    client = tracking.connect(launch.parent.tracking_uri)
-    study = end_part(launch, why, [client.get_run(run_id)] if run_id else [])
-    if not studies.others_working(study, launch.launcher):
-        parent_run.abandon(launch.parent, why)
+def abandon_search(launch: Launch, why: str, run_id: str | None = None) -> None:
+    """In a worker whose launcher died (kill -9): the launcher's part of the search ends
+    (``studies.stop_working``), and of its runs this worker's in flight, ``run_id`` (the
+    other workers end theirs); the parent ends KILLED unless another process works on the
+    study (``parent_run.abandon``)."""
+    others = studies.stop_working(launched_study(launch), launch.launcher)
+    parent_run.abandon(launch.parent, why, run_id, others)
 
 
-def end_part(launch: Launch, why: str, runs: list[Run] | None = None) -> optuna.Study:
-    """``runs`` (by default the launching process's runs still RUNNING) end KILLED unless
-    their results are complete, tagged ``why``, and the launching process's trials FAIL (its
-    workers were stopped); the study, with this process marked done."""
-    client = tracking.connect(launch.parent.tracking_uri)
-    study = studies.load(studies.open_storage(launch.storage), launch.study)
-    study.set_user_attr(studies.LAUNCHER_ATTR + launch.launcher, "done")
-    if runs is None:
-        running = tracking.child_runs(client, launch.parent.run_id, running_only=True)
-        runs = [r for r in running if r.data.tags.get(tables.LAUNCHER_TAG) == launch.launcher]
-    for run in runs:
-        tracking.end_left_running(client, run, why)
-    studies.fail_running_trials(study, launch.launcher)
-    return study
+def launched_study(launch: Launch) -> optuna.Study:
+    return studies.load(studies.open_storage(launch.storage), launch.study)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -413,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
           f"{dimensions.swept(launch.space)}; {launch.n_before} trials before; parent run "
           f"{launch.parent.run_id}", flush=True)  # fmt: skip
-    body, end = partial(run_workers, launch), partial(stop, launch)
+    body, end = partial(run_workers, launch), partial(end_search, launch)
     wait = partial(parent_run.wait_for_running_jobs, launch.parent)
     failure = partial(parent_run.failure_line, launch.parent, "search")
     sys.exit(stopping.run_to_end(body, end, wait, failure))

@@ -137,16 +137,8 @@ def run_sweep(args, own: dict) -> int:
         if own.get("resume"):
             client = tracking.connect(uri)
             run = parent_run.find(client, own["resume"])
-            if tables.STUDY_TAG in run.data.tags:
-                raise InputError(f"{run.info.run_name} is a search: resume it with "
-                                 f"make search RESUME={run.info.run_id}")  # fmt: skip
             recorded = tables.recorded_jobs(client, run)
-            extra = [o for o in task if o not in recorded["argv"]]
-            if extra:
-                raise InputError(
-                    f"{run.info.run_name} resumes with the jobs it recorded: drop {' '.join(extra)}"
-                )
-            task = recorded["argv"]
+            task = parent_run.keep_recorded(run.info.run_name, recorded["argv"], task)
             plain = grid.split_overrides(task)[1] + hydra_own
             cfg = compose(name, overrides=plain, return_hydra_config=True)
         if cfg.search.space:
@@ -169,7 +161,9 @@ def run_sweep(args, own: dict) -> int:
     client = tracking.connect(uri)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     if own.get("resume"):
-        parent = parent_run.resume(client, run, plan, "its launcher stopped before the job ended")
+        parent = parent_run.join(client, run, n_jobs=plan.n_jobs)
+        finished = parent_run.finished_digests(client, run.info.run_id)
+        parent.done = sorted(finished & set(plan.digests))
         left = plan.n_jobs - len(parent.done)
         print(f"resuming {run.info.run_name}: {plan.n_jobs} jobs, {len(parent.done)} finished, "
               f"{left} to run", flush=True)  # fmt: skip
@@ -177,9 +171,19 @@ def run_sweep(args, own: dict) -> int:
             parent_run.finish(parent, "FINISHED", 0.0)
             return 0
     else:
-        parent = parent_run.start(client, experiment, plan)
-        print(f"sweep {client.get_run(parent.run_id).info.run_name}: {plan.n_jobs} jobs, "
-              f"parent run {parent.run_id}", flush=True)  # fmt: skip
+        parent_name = parent_run.parent_name(plan.name)
+        record = partial(tracking.log_files, client, writers={tables.JOBS_FILE: plan.write_jobs})
+        parent = parent_run.create(
+            client,
+            experiment,
+            parent_name,
+            plan.argv,
+            plan.swept,
+            plan.params,
+            n_jobs=plan.n_jobs,
+            record=record,
+        )
+        print(f"sweep {parent_name}: {plan.n_jobs} jobs, parent run {parent.run_id}", flush=True)
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
     hydra_adapter.skip_job_check()
     hydra_adapter.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process

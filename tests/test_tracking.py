@@ -109,7 +109,7 @@ def test_a_run_left_running_ends_as_its_results_say_when_a_sweep_is_resumed(stor
     )
     tracking.log_results(client, complete, final={"test_accuracy": 0.9})
     client.set_tag(complete, "final_status", "FINISHED")  # its last write
-    parent_run.reopen(client, parent, "its launcher stopped before the job ended")
+    parent_run.join(client, client.get_run(parent))  # no other process works on it: reopened
     ended = {r.info.run_name: r for r in tracking.child_runs(client, parent)}
     assert ended["complete"].info.status == "FINISHED"
     assert "killed_reason" not in ended["complete"].data.tags

@@ -7,6 +7,7 @@ for a dry run (``dry_run_listing``). A search composes its trials with ``job_con
 
 import functools
 import itertools
+import json
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,11 @@ class Plan:
     def swept(self) -> str:
         """What the sweep varies, e.g. ``model.depth in {1, 2} x model.width in {4, 8}``."""
         return swept_values(self.jobs)
+
+    def write_jobs(self, path: Path) -> None:
+        """The job list a resume reads back (``tables.recorded_jobs``), as a JSON file."""
+        record = {key: getattr(self, key) for key in ("argv", "jobs", "names", "digests")}
+        path.write_text(json.dumps(record, indent=1))
 
 
 def plan(config_name: str, cfg: DictConfig, argv: list[str], max_jobs: int | None = None) -> Plan:

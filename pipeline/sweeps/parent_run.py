@@ -1,22 +1,23 @@
-"""A sweep's or a search's parent run: created, reopened, finished or abandoned.
+"""The parent run of a grid sweep or a search, one lifecycle for both: created, reopened or
+joined, finished, abandoned.
 
-The entry point (``pipeline.train -m``) plans and checks every job (``sweeps.grid``), then
-creates the parent run (``start``) or reopens one (``resume``), and hands it to the jobs
-through the environment (``Parent``). When Hydra returns, or is interrupted, it ends the
-sweep (``finish``). The store is the state: a sweep's job list is an artifact of its
-parent, and each job's identity is its ``config_digest`` tag, so that a sweep can be
-resumed from any process without computing a finished job twice. A search
-(``pipeline.search``) makes, reopens and ends its parent with the same functions
-(``start_parent``, ``reopen``, ``finish``).
+A launcher (``pipeline.train -m``, ``pipeline.search``) checks every job first, then creates
+the parent (``create``), or reopens one to resume it (``find``, ``keep_recorded``, ``join``),
+and hands it to the jobs (``Parent``: in the environment for Hydra's jobs). When its jobs
+are done, or it is stopped, it ends the sweep (``finish``); a worker whose launcher died
+ends it KILLED (``abandon``). The store is the state: a grid's job list is an artifact of its
+parent, and each job's identity is its ``config_digest`` tag, so that a sweep can be resumed
+from any process without computing a finished job twice. Several processes may work on one
+search (its study says which): each joins the parent, and the last to end ends it.
 """
 
 import contextlib
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 from pipeline.job.run import Outcome, run_name
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import plots, tables, tracking
-from pipeline.sweeps.grid import NAME_WIDTH, Plan
+from pipeline.sweeps.grid import NAME_WIDTH
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
 
@@ -38,6 +39,9 @@ WORKER_TAG = "worker_pid"  # on a sweep's job: the process it ran in
 
 
 STOP_GRACE_SECONDS = 10.0  # how long interrupted jobs get to end their runs themselves
+
+
+LEFT_RUNNING = "its launcher stopped before the job ended"  # why a job left RUNNING ends
 
 
 @dataclass
@@ -64,19 +68,37 @@ def job_env_override(parent: Parent) -> str:
     return f"++hydra.job.env_set.{PARENT_ENV}='{value}'"
 
 
-def start(client: MlflowClient, experiment: str, sweep: Plan) -> Parent:
-    """A new parent run for ``sweep``, its job list recorded as an artifact."""
-    params = {f"sweep.{key}": value for key, value in sweep.params.items()}
-    name = parent_name(sweep.name)
-    run_id = start_parent(client, experiment, name, sweep.argv, sweep.swept, params)
-    record = {
-        "argv": sweep.argv,
-        "jobs": sweep.jobs,
-        "names": sweep.names,
-        "digests": sweep.digests,
-    }
-    tracking.log_files(client, run_id, {tables.JOBS_FILE: partial(_write_json, record)})
-    return Parent(run_id, experiment, client.tracking_uri, sweep.n_jobs, os.getpid())
+def create(
+    client: MlflowClient,
+    experiment: str,
+    name: str,
+    argv: list[str],
+    swept: str,
+    params: dict[str, str],
+    *,
+    tags: dict[str, str] | None = None,
+    n_jobs: int | None = None,
+    record: Callable[[str], None] | None = None,
+) -> Parent:
+    """A new parent run ``name`` of a sweep or a search, launched by this process: the command
+    line's overrides ``argv``, what it varies (``swept``, and ``params`` as ``sweep.*``
+    params), its ``tags``; then ``record(run_id)`` keeps what a resume needs (a grid's job
+    list, a search's study). Should that fail or be stopped, the parent ends FAILED or KILLED
+    (as far as the store lets it) and the error is raised."""
+    overrides = " ".join(argv) or "(none)"
+    tags = {tracking.SWEEP_TAG: overrides, SWEPT_TAG: swept, **launcher_tag(), **(tags or {})}
+    run_id = tracking.start_run(client, experiment, name, tags)
+    try:
+        sweep_params = {f"sweep.{key}": value for key, value in params.items()}
+        tracking.log_params(client, run_id, sweep_params | {"sweep.overrides": overrides})
+        if record:
+            record(run_id)
+    except BaseException as error:
+        with contextlib.suppress(Exception):  # the store may refuse this too: the first error tells
+            stopped = isinstance(error, KeyboardInterrupt)
+            client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
+        raise
+    return Parent(run_id, experiment, client.tracking_uri, n_jobs, os.getpid())
 
 
 def parent_name(sweep_name: str) -> str:
@@ -84,32 +106,9 @@ def parent_name(sweep_name: str) -> str:
     return f"{sweep_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_parent(
-    client: MlflowClient,
-    experiment: str,
-    name: str,
-    argv: list[str],
-    swept: str,
-    params: dict[str, str],
-    tags: dict[str, str] | None = None,
-) -> str:
-    """A new parent run ``name`` of a sweep or a search: the command line's overrides
-    ``argv``, what it varies (``swept``), its ``params`` and ``tags``, and this process as
-    its launcher; its run id."""
-    overrides = " ".join(argv) or "(none)"
-    tags = {tracking.SWEEP_TAG: overrides, SWEPT_TAG: swept, **launcher_tag(), **(tags or {})}
-    run_id = tracking.start_run(client, experiment, name, tags)
-    tracking.log_params(client, run_id, params | {"sweep.overrides": overrides})
-    return run_id
-
-
 def launcher_tag() -> dict[str, str]:
     """Which process launches the sweep's jobs: a report can tell whether it still runs."""
     return {tables.LAUNCHER_TAG: tables.launcher_id()}
-
-
-def _write_json(value, path: Path) -> None:
-    path.write_text(json.dumps(value, indent=1))
 
 
 def check_resume_target(which: str) -> None:
@@ -120,8 +119,9 @@ def check_resume_target(which: str) -> None:
 
 
 def find(client: MlflowClient, which: str, kind: str = "sweep") -> Run:
-    """The parent run ``which``: a run id, or ``latest``, the newest of ``kind`` (a grid
-    "sweep" or a "search"); InputError if it is not a sweep's."""
+    """The parent run ``which`` of a ``kind`` ("sweep": a grid's, or "search"): a run id, or
+    ``latest``, the newest of that kind; InputError if it is not one, naming the command that
+    resumes it if it is the other kind's."""
     if which == "latest":
         run = tables.latest_sweep(client, kind)
     else:
@@ -129,7 +129,24 @@ def find(client: MlflowClient, which: str, kind: str = "sweep") -> Run:
     if run is None or tracking.SWEEP_TAG not in run.data.tags:
         what = f"the store has no {kind}" if run is None else f"run {which} is not a sweep's parent"
         raise InputError(f"cannot resume: {what} (in {client.tracking_uri})")
+    is_search = tables.STUDY_TAG in run.data.tags
+    if is_search != (kind == "search"):
+        what, command = ("a search", "search") if is_search else ("a grid sweep", "sweep")
+        resume = f"make {command} RESUME={run.info.run_id}"
+        raise InputError(f"{run.info.run_name} is {what}: resume it with {resume}")
     return run
+
+
+def keep_recorded(
+    what: str, recorded: list[str], given: list[str], own: Sequence[str] = ()
+) -> list[str]:
+    """The overrides a resumed or joined sweep or search (``what``) runs with: those it
+    recorded, then ``own`` (this process's, which a search's may change); InputError naming
+    the ``given`` ones it would otherwise drop."""
+    extra = [o for o in given if o not in recorded and o not in own]
+    if extra:
+        raise InputError(f"{what} runs with the overrides it recorded: drop {' '.join(extra)}")
+    return [*recorded, *own]
 
 
 def finished_digests(client: MlflowClient, parent_run_id: str) -> set[str]:
@@ -141,26 +158,26 @@ def finished_digests(client: MlflowClient, parent_run_id: str) -> set[str]:
     }
 
 
-def resume(client: MlflowClient, run: Run, sweep: Plan, why: str) -> Parent:
-    """Reopen the parent ``run`` for the jobs of ``sweep`` that have not finished.
-
-    Its children still marked RUNNING were left so by a launcher that stopped: they end
-    KILLED, tagged with ``why``.
-    """
+def join(
+    client: MlflowClient,
+    run: Run,
+    others: Sequence[str] = (),
+    n_jobs: int | None = None,
+    on_reopen: Callable[[], None] | None = None,
+) -> Parent:
+    """The parent ``run``, this process launching jobs of it. Unless it is RUNNING with
+    ``others`` (a search's other processes, host:pid) working on it, it is reopened: its
+    children still RUNNING end as their results say (``LEFT_RUNNING``), ``on_reopen()`` ends
+    what else was left running (a search's trials), and it is RUNNING again, launched by this
+    process."""
     run_id = run.info.run_id
-    reopen(client, run_id, why)
-    done = finished_digests(client, run_id) & set(sweep.digests)
-    return Parent(
-        run_id, run.info.experiment_id, client.tracking_uri, sweep.n_jobs, os.getpid(), sorted(done)
-    )
-
-
-def reopen(client: MlflowClient, run_id: str, why: str) -> None:
-    """The parent ``run_id`` RUNNING again, launched by this process; its children still
-    RUNNING end KILLED, tagged with ``why``."""
-    tracking.end_running_children(client, run_id, why)
-    client.update_run(run_id, status="RUNNING")
-    tracking.log_results(client, run_id, tags=launcher_tag())
+    if run.info.status != "RUNNING" or not others:
+        tracking.end_running_children(client, run_id, LEFT_RUNNING)
+        if on_reopen:
+            on_reopen()
+        client.update_run(run_id, status="RUNNING")
+        tracking.log_results(client, run_id, tags=launcher_tag())
+    return Parent(run_id, run.info.experiment_id, client.tracking_uri, n_jobs, os.getpid())
 
 
 def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> bool:
@@ -200,24 +217,30 @@ def wait_for_running_jobs(parent: Parent, seconds: float = STOP_GRACE_SECONDS) -
         time.sleep(0.2)
 
 
-def abandon(parent: Parent, why: str, run_id: str | None = None) -> None:
-    """For a sweep whose launcher died, in one of its workers: the run of the worker's job in
-    flight, ``run_id``, and the parent end KILLED, tagged with ``why`` (the other workers end
-    their own runs); ``make sweep RESUME=`` picks it up again."""
+def abandon(parent: Parent, why: str, run_id: str | None = None, others: Sequence[str] = ()):
+    """For a sweep or search whose launcher died, in one of its workers: the run of the
+    worker's job in flight, ``run_id``, ends as its results say (KILLED, tagged with ``why``;
+    the other workers end their own runs), and so does the parent unless ``others`` (a
+    search's other processes) still work on it; ``RESUME=`` picks it up again."""
     client = tracking.connect(parent.tracking_uri)
     if run_id:
         tracking.end_left_running(client, client.get_run(run_id), why)
-    if tracking.is_running(client, parent.run_id):
+    if not others and tracking.is_running(client, parent.run_id):
         tracking.end_killed(client, parent.run_id, why)
 
 
-def finish(parent: Parent, status: str, seconds: float) -> None:
-    """Record the sweep's outcome on the parent run and end it: its children still RUNNING
-    end KILLED, then its metrics and artifacts are computed over all its jobs. On a full
-    disk, FullStoreError: the parent ends FAILED if the store can still record that."""
+def finish(parent: Parent, status: str, seconds: float, others: Sequence[str] = ()):
+    """The launcher's end of a sweep or search: its jobs still RUNNING end (``LEFT_RUNNING``),
+    then the sweep's outcome is recorded on the parent, computed over all its jobs, and the
+    parent ends ``status``. While ``others`` (a search's other processes) still work on it,
+    only this process's part ends (``leave``). On a full disk, FullStoreError: the parent ends
+    FAILED if the store can still record that."""
     client = tracking.connect(parent.tracking_uri)
+    if others:
+        leave(client, parent, status, others)
+        return
     try:
-        tracking.end_running_children(client, parent.run_id)
+        tracking.end_running_children(client, parent.run_id, LEFT_RUNNING)
         table = tables.sweep_table(client, parent.run_id)
         swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
         record_sweep(client, parent, table, swept)
@@ -229,6 +252,17 @@ def finish(parent: Parent, status: str, seconds: float) -> None:
         raise tracking.FullStoreError(full_disk_line(parent, end_failed(client, parent))) from None
     print(tables.summary(table, seconds, status), flush=True)
     print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
+
+
+def leave(client: MlflowClient, parent: Parent, status: str, others: Sequence[str]) -> None:
+    """This process's jobs still RUNNING end (``LEFT_RUNNING``); the parent is left to
+    ``others``, the last of which ends it."""
+    me = tables.launcher_id()
+    for run in tracking.child_runs(client, parent.run_id, running_only=True):
+        if run.data.tags.get(tables.LAUNCHER_TAG) == me:
+            tracking.end_left_running(client, run, LEFT_RUNNING)
+    print(f"this process's trials ended ({status.lower()}); the search goes on in "
+          f"{', '.join(others)}: the last to end ends its parent run", flush=True)  # fmt: skip
 
 
 def end_failed(client: MlflowClient, parent: Parent) -> bool:

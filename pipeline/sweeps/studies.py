@@ -163,6 +163,28 @@ def others_working(study: optuna.Study, me: str) -> list[str]:
     return others
 
 
+def start_working(study: optuna.Study, me: str) -> list[str]:
+    """This process (``me``, host:pid) registered as working on the study; the others."""
+    study.set_user_attr(LAUNCHER_ATTR + me, "running")
+    return others_working(study, me)
+
+
+def stop_working(study: optuna.Study, me: str) -> list[str]:
+    """This process's part of the study ends: it is marked done, and its trials still RUNNING
+    end FAIL (its workers were stopped); the other processes still working on it."""
+    study.set_user_attr(LAUNCHER_ATTR + me, "done")
+    fail_running_trials(study, me)
+    return others_working(study, me)
+
+
+def record_parent(study: optuna.Study, run_id: str, overrides: list[str], me: str) -> None:
+    """On a new study: this process working on it, the ``overrides`` its trials are composed
+    with, and last its parent run ``run_id``, what a process joining it waits for."""
+    start_working(study, me)
+    study.set_user_attr(OVERRIDES_ATTR, overrides)
+    study.set_user_attr(PARENT_ATTR, run_id)
+
+
 def fail_running_trials(study: optuna.Study, process: str | None = None) -> None:
     """The study's trials still RUNNING end FAIL: only those of ``process`` (host:pid), if
     given. A trial that another worker has told meanwhile is left as it is."""
