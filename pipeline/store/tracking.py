@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from pipeline.processes.errors import InputError, first_line, shortened
 from pipeline.processes.workers import Guard
+from pipeline.store import auth
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
@@ -108,8 +109,21 @@ def answering_client(uri: str) -> MlflowClient:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow's, SQLAlchemy's or the HTTP client's: any means unusable
-        raise StoreError(store_problem(uri, error)) from None
+        raise StoreError(auth.refusal(error, uri, "read") or store_problem(uri, error)) from None
     return client
+
+
+@contextmanager
+def allowed(uri: str, what: str) -> Iterator[None]:
+    """StoreError, one line naming the user and ``what`` was refused, if the tracking server
+    at ``uri`` refuses this process's user inside the block."""
+    try:
+        yield
+    except MlflowException as error:
+        line = auth.refusal(error, uri, what)
+        if line is None:
+            raise
+        raise StoreError(line) from None
 
 
 def check_database_server(uri: str) -> None:
@@ -239,10 +253,12 @@ def full_disk_line(uri: str, then: str) -> str:
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created if needed, with artifacts beside a SQLite store.
 
-    Experiments open in the UI's "Model training" mode (EXPERIMENT_KIND).
+    Experiments open in the UI's "Model training" mode (EXPERIMENT_KIND). On a tracking
+    server, StoreError naming the user if it may not write to an existing one.
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        check_writable(client, experiment.experiment_id, f"write to experiment {name!r}")
         return experiment.experiment_id
     uri = client.tracking_uri
     location = None
@@ -255,6 +271,16 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     return client.get_experiment_by_name(name).experiment_id  # another process created it
+
+
+def check_writable(client: MlflowClient, experiment: str, what: str) -> None:
+    """On a tracking server, StoreError naming the user and ``what`` it was refused unless it
+    may write to ``experiment``: checked before anything is created, by writing its kind tag
+    again (a write that changes nothing)."""
+    if client.tracking_uri.startswith(("http:", "https:")):
+        with allowed(client.tracking_uri, what):
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment, key, value)
 
 
 def folder_name(name: str) -> str:
