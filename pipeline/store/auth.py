@@ -10,6 +10,7 @@ database is given) and the secret key, made on the first start and reused.
 
 import ipaddress
 import os
+import re
 import secrets
 import socket
 import stat
@@ -141,4 +142,23 @@ def refusal(error: BaseException, uri: str, what: str) -> str | None:
     return (
         f"the tracking server {uri} did not let user {user!r} in (unknown user or wrong "
         f"password): check {USER_ENV} and {USER_PASSWORD_ENV}"
+    )
+
+
+def hidden_password(text: str) -> str:
+    """``text`` (a URL, or overrides that hold one) fit to print or record: the password in a
+    URL's user part or in its ``password=`` parameter as ***. Up to a URL's last @: a password
+    may hold / or @, and hiding too much is better than showing it."""
+    text = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+
+
+def password_in_uri(uri: str) -> str | None:
+    """Why the tracking server's ``uri`` cannot be used if it holds a password (it would be
+    recorded with the config and the overrides: MLflow's variables carry it), else None."""
+    if not uri.startswith(("http:", "https:")) or hidden_password(uri) == uri:
+        return None
+    return (
+        f"tracking.uri={hidden_password(uri)} holds a password, which would be recorded with "
+        f"the runs: give the user in {USER_ENV} and the password in {USER_PASSWORD_ENV}"
     )

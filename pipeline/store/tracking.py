@@ -83,6 +83,8 @@ def connect(uri: str, read_only: bool = False) -> MlflowClient:
     Two processes creating the same new store at once race on its schema (a table or
     column "already exists"): a lock file beside the database lets one create it.
     """
+    if auth.password_in_uri(uri):
+        raise StoreError(auth.password_in_uri(uri))
     if IN_MEMORY.fullmatch(uri):
         raise StoreError(
             f"tracking.uri={uri} is a database in memory: its runs would be gone when the "
