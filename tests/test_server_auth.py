@@ -131,6 +131,14 @@ def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path):
     assert not [p for p in files if password in p.read_bytes()]
     assert PASSWORDS["editor"] not in done.stdout + done.stderr
 
+    read = run_cli("pipeline.report", "--tracking-uri", team.base, cwd=tmp_path,
+                   env=credentials("viewer"))  # fmt: skip
+    assert read.returncode == 0, read.stderr[-3000:]  # a viewer reads; its report stays here
+    assert "not logged to the sweep's parent run" in read.stdout and "'viewer'" in read.stdout
+    again = run_cli("pipeline.reproduce", children[0].info.run_id, "--tracking-uri", team.base,
+                    cwd=tmp_path, env=credentials("viewer"))  # fmt: skip
+    assert_one_error_line(again, "'viewer'", "reproduce a run")
+
     register = ["pipeline.register", "best", "--tracking-uri", team.base]
     refused = run_cli(*register, cwd=tmp_path, env=credentials("viewer"))
     assert_one_error_line(refused, "'viewer'", "register run")

@@ -285,6 +285,15 @@ def check_writable(client: MlflowClient, experiment: str, what: str) -> None:
                 client.set_experiment_tag(experiment, key, value)
 
 
+def write_refused(client: MlflowClient, run_id: str) -> str | None:
+    """Why this user may not write to run ``run_id`` on a tracking server, or None."""
+    try:
+        check_writable(client, client.get_run(run_id).info.experiment_id, f"write to run {run_id}")
+    except StoreError as refused:
+        return str(refused)
+    return None
+
+
 def folder_name(name: str) -> str:
     """``name`` as one safe folder name: letters, digits, ``_ - .`` kept, every other run of
     characters (separators included) as ``-``, no leading dot, at most 100 characters.
