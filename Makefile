@@ -52,7 +52,8 @@ server: $(VENV)  ## a shared MLflow tracking server on HOST:PORT (runs go there 
 	exec $(PY) -m pipeline.server $(if $(HOST),--host "$$HOST") \
 		$(if $(BACKEND_URI),--backend-store-uri "$$BACKEND_URI") \
 		$(if $(ARTIFACTS),--artifacts-destination "$$ARTIFACTS") \
-		$(if $(filter 1,$(AUTH)),--auth) $(if $(filter 0,$(AUTH)),--no-auth) $(if $(METRICS),--metrics) \
+		$(if $(filter 1,$(AUTH)),--auth) $(if $(filter 0,$(AUTH)),--no-auth) \
+		$(if $(filter 1,$(METRICS)),--metrics) \
 		$(if $(AUTH_DB_URI),--auth-db-uri "$$AUTH_DB_URI") \
 		$(if $(ADMIN_PASSWORD_FILE),--admin-password-file "$$ADMIN_PASSWORD_FILE")
 

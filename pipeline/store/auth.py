@@ -56,11 +56,12 @@ def allowed_hosts(host: str, port: int) -> list[str]:
     and addresses it is reached by, each with its port. A page on another name (a
     DNS-rebinding attack) gets 403."""
     names = {host, "localhost", "127.0.0.1"}
-    if host in ("0.0.0.0", "::", ""):  # every interface: this machine's names and addresses
-        names = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+    if not is_loopback(host):  # and this machine's names, and their addresses
+        names |= {socket.gethostname(), socket.getfqdn()}
         for name in list(names):
             names |= {info[4][0] for info in socket.getaddrinfo(name, None)}
-    return sorted(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names - {"::1"})
+    names -= {"0.0.0.0", "::", "::1"}  # no Host header names them
+    return sorted(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names)
 
 
 def admin_password(password_file: str | None) -> str:
