@@ -79,7 +79,7 @@ gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="m
 test: $(VENV)  ## run the whole test suite (but the Slurm tests: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(TESTS)
 
-test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
+test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL, open then with auth
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
 
 # The ray extra pins older joblib and cloudpickle, so it gets a venv of its own (.venv-ray):
