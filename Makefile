@@ -13,11 +13,16 @@ ARGS   ?=
 # a PostgreSQL URL); the defaults live in pipeline/server.py
 BACKEND_URI ?=
 ARTIFACTS   ?=
+# make server's basic-auth app (pipeline/store/auth.py): on beyond the loopback, AUTH=1 on it,
+# AUTH=0 off; the first admin's password in $MLFLOW_AUTH_ADMIN_PASSWORD or ADMIN_PASSWORD_FILE;
+# AUTH_DB_URI: the team's database for the users (default SQLite beside the store); METRICS=1:
+# Prometheus metrics on /metrics
+AUTH ?=
 # Every value given to make reaches a recipe through the environment, quoted there ("$$RUN"),
 # so that no value is ever run as a command; ARGS, a list of overrides, is split into words by
 # pipeline/from_make.py (as a shell splits them, without running anything). `exec`: make's
 # signals reach the entry point, not a shell between them.
-export RUN SWEEP RESUME N HOST PORT BACKEND_URI ARTIFACTS ARGS
+export RUN SWEEP RESUME N HOST PORT BACKEND_URI ARTIFACTS ARGS AUTH_DB_URI ADMIN_PASSWORD_FILE
 WITH_ARGS := $(PY) -m pipeline.from_make
 # MLflow 3 sends usage telemetry unless told not to: never from this project.
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -46,7 +51,11 @@ ui: $(VENV)  ## the MLflow UI on the store, at http://127.0.0.1:PORT (PORT=5000)
 server: $(VENV)  ## a shared MLflow tracking server on HOST:PORT (runs go there with tracking=server)
 	exec $(PY) -m pipeline.server $(if $(HOST),--host "$$HOST") \
 		$(if $(BACKEND_URI),--backend-store-uri "$$BACKEND_URI") \
-		$(if $(ARTIFACTS),--artifacts-destination "$$ARTIFACTS")
+		$(if $(ARTIFACTS),--artifacts-destination "$$ARTIFACTS") \
+		$(if $(filter 1,$(AUTH)),--auth) $(if $(filter 0,$(AUTH)),--no-auth) \
+		$(if $(filter 1,$(METRICS)),--metrics) \
+		$(if $(AUTH_DB_URI),--auth-db-uri "$$AUTH_DB_URI") \
+		$(if $(ADMIN_PASSWORD_FILE),--admin-password-file "$$ADMIN_PASSWORD_FILE")
 
 reproduce: $(VENV)  ## run a run's recorded config again and compare: RUN=<run id or config.yaml>
 	@test -n "$$RUN" || { echo "error: RUN is not set: make reproduce RUN=<run id>" >&2; exit 2; }
@@ -70,7 +79,7 @@ gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="m
 test: $(VENV)  ## run the whole test suite (but the Slurm tests: make test-slurm)
 	$(PY) -m pytest -m "not slurm" $(TESTS)
 
-test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
+test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL, open then with auth
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
 
 # The ray extra pins older joblib and cloudpickle, so it gets a venv of its own (.venv-ray):

@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     if not parent:
         return
     read_only = tracking.unwritable(client.tracking_uri)
+    refused = not read_only and tracking.write_refused(client, parent)
     if read_only:
         print(f"not logged to the sweep's parent run: the store cannot be written ({read_only})")
+    elif refused:
+        print(f"not logged to the sweep's parent run: {refused}")
     else:
         client.log_artifacts(parent, str(files[0].parent), artifact_path="report")
         print(f"and logged to the sweep's parent run {parent} under report/")

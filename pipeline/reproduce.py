@@ -152,6 +152,8 @@ def reproduce(args: argparse.Namespace) -> int:
     print(f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}"
           f"{f' {cut}' if cut else ''}", flush=True)  # fmt: skip
     stop = [StopAt(cut, original)] if cut else []
+    if experiment:  # else run_job finds it, checked the same way
+        tracking.check_writable(client, experiment, f"reproduce a run into experiment {experiment}")
     outcome = run_job(cfg, tags=tags, experiment_id=experiment, listeners=stop)
     print(f"new run {outcome.run_id} ({outcome.status})", flush=True)
     if not original:

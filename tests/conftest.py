@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,16 +68,40 @@ def backend(request, tmp_path):
 
 
 @pytest.fixture
-def server(tmp_path, backend):
+def auth(request):
+    """Whether ``server`` runs MLflow's basic-auth app: parametrize indirectly with True. Its
+    admin (ADMIN_PASSWORD) is then this process's user, and its subprocesses'."""
+    return getattr(request, "param", False)
+
+
+ADMIN_PASSWORD = "admin-Pw-7c1e9d"  # a test server's first admin's
+
+
+@pytest.fixture
+def server(tmp_path, backend, auth, monkeypatch):
     """``make server`` on a free port with its store ``backend``; yields its base URL, port and
     log (the server's stderr)."""
+    if auth:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    with started_server(tmp_path, backend, auth) as started:
+        yield started
+
+
+@contextmanager
+def started_server(folder: Path, backend: str, auth: bool = False, *make_args: str):
+    """``make server`` on a free port, its artifacts and log in ``folder``, its store
+    ``backend`` (with MLflow's basic-auth app if ``auth``, its admin's password ADMIN_PASSWORD),
+    stopped at the end; yields its base URL, port and log (the server's stderr)."""
     port = free_port()
-    log = tmp_path / "server.log"
+    log = folder / "server.log"
+    env = os.environ | {"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD} if auth else None
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
-             f"BACKEND_URI={backend}"],
+            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={folder / 'artifacts'}",
+             f"BACKEND_URI={backend}", *(["AUTH=1"] if auth else []), *make_args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
+            env=env,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

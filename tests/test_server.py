@@ -107,12 +107,14 @@ LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16
     reason="the 100-job load test takes minutes: make test-load runs it",
 )
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("auth", [False, True], indirect=True, ids=["open", "basic-auth"])
 def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
     # ~1 min on an idle 2-core machine; the timeout leaves room for a machine others share
     done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path,
                    timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    print(*[line for line in done.stdout.splitlines() if line.startswith("sweep done")])  # -s
     client = MlflowClient(base)
     (parent,), children = parents_and_children(client)
     assert len(children) == 100

@@ -145,11 +145,14 @@ def register(
         n_classes = max(2, arrays[f"W{len(arrays) // 2}"].shape[0])
         save_model(model, network, training.activation, training.scaler_mean, n_classes)
         name = client.get_experiment(training.experiment_id).name
+        refused = f"register run {run_id} as model {name!r}"
+        tracking.check_writable(client, training.experiment_id, refused)
         client.log_artifacts(run_id, str(model), MODEL_PATH)
-    ensure_registered_model(client, name)
-    source = f"{run.info.artifact_uri}/{MODEL_PATH}"
-    version = client.create_model_version(name, source, run_id=run_id).version
-    client.set_registered_model_alias(name, ALIAS, version)
+    with tracking.allowed(client.tracking_uri, refused):  # a model another user manages
+        ensure_registered_model(client, name)
+        source = f"{run.info.artifact_uri}/{MODEL_PATH}"
+        version = client.create_model_version(name, source, run_id=run_id).version
+        client.set_registered_model_alias(name, ALIAS, version)
     return Registered(name, str(version), run_id)
 
 

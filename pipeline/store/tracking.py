@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from pipeline.processes.errors import InputError, first_line, shortened
 from pipeline.processes.workers import Guard
+from pipeline.store import auth
 
 DEFAULT_STORE = Path("mlruns")
 SWEEP_TAG = "sweep_overrides"  # set on a sweep's parent run only
@@ -82,6 +83,8 @@ def connect(uri: str, read_only: bool = False) -> MlflowClient:
     Two processes creating the same new store at once race on its schema (a table or
     column "already exists"): a lock file beside the database lets one create it.
     """
+    if auth.password_in_uri(uri):
+        raise StoreError(auth.password_in_uri(uri))
     if IN_MEMORY.fullmatch(uri):
         raise StoreError(
             f"tracking.uri={uri} is a database in memory: its runs would be gone when the "
@@ -108,8 +111,21 @@ def answering_client(uri: str) -> MlflowClient:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow's, SQLAlchemy's or the HTTP client's: any means unusable
-        raise StoreError(store_problem(uri, error)) from None
+        raise StoreError(auth.refusal(error, uri, "read") or store_problem(uri, error)) from None
     return client
+
+
+@contextmanager
+def allowed(uri: str, what: str) -> Iterator[None]:
+    """StoreError, one line naming the user and ``what`` was refused, if the tracking server
+    at ``uri`` refuses this process's user inside the block."""
+    try:
+        yield
+    except MlflowException as error:
+        line = auth.refusal(error, uri, what)
+        if line is None:
+            raise
+        raise StoreError(line) from None
 
 
 def check_database_server(uri: str) -> None:
@@ -239,10 +255,12 @@ def full_disk_line(uri: str, then: str) -> str:
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created if needed, with artifacts beside a SQLite store.
 
-    Experiments open in the UI's "Model training" mode (EXPERIMENT_KIND).
+    Experiments open in the UI's "Model training" mode (EXPERIMENT_KIND). On a tracking
+    server, StoreError naming the user if it may not write to an existing one.
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        check_writable(client, experiment.experiment_id, f"write to experiment {name!r}")
         return experiment.experiment_id
     uri = client.tracking_uri
     location = None
@@ -255,6 +273,25 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     return client.get_experiment_by_name(name).experiment_id  # another process created it
+
+
+def check_writable(client: MlflowClient, experiment: str, what: str) -> None:
+    """On a tracking server, StoreError naming the user and ``what`` it was refused unless it
+    may write to ``experiment``: checked before anything is created, by writing its kind tag
+    again (a write that changes nothing)."""
+    if client.tracking_uri.startswith(("http:", "https:")):
+        with allowed(client.tracking_uri, what):
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment, key, value)
+
+
+def write_refused(client: MlflowClient, run_id: str) -> str | None:
+    """Why this user may not write to run ``run_id`` on a tracking server, or None."""
+    try:
+        check_writable(client, client.get_run(run_id).info.experiment_id, f"write to run {run_id}")
+    except StoreError as refused:
+        return str(refused)
+    return None
 
 
 def folder_name(name: str) -> str:

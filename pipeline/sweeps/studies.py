@@ -2,7 +2,6 @@
 sampler seeds, and the processes working on it, recorded in the study's user attributes."""
 
 import contextlib
-import re
 import sqlite3
 import warnings
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import tables, tracking
+from pipeline.store.auth import hidden_password  # also studies.hidden_password
 
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attrs: its parent run,
 OVERRIDES_ATTR = "overrides"  # the command line's overrides its trials are composed with,
@@ -35,14 +35,6 @@ def storage_url(configured: str | None, tracking_uri: str) -> str:
     if tracking_uri.startswith(tracking.SQLITE):
         store = Path(tracking_uri.removeprefix(tracking.SQLITE))
     return tracking.SQLITE + str(store.resolve().parent / "optuna.db")
-
-
-def hidden_password(text: str) -> str:
-    """``text`` (a URL, or overrides that hold one) fit to print or record: the password in a
-    URL's user part or in its ``password=`` parameter as ***. Up to a URL's last @: a password
-    may hold / or @, and hiding too much is better than showing it."""
-    text = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
