@@ -76,9 +76,11 @@ def test_a_sweep_runs_as_slurm_jobs_against_a_tracking_server(slurm, server, tmp
 # Two jobs of minutes (30000 iterations): long enough to stop one while it trains.
 LONG_JOBS = ["sweep=default", "model.depth=3", "model.width=64", "train.learning_rate=0.1,0.2",
              "train.iterations=30000", "train.log_every=100"]  # fmt: skip
-# A job of minutes beside one of seconds (whose run has the same name): the sweep goes on.
-LONG_AND_SHORT = [*LONG_JOBS[:3], "train.learning_rate=0.1", "train.iterations=300,30000",
-                  "train.log_every=100"]  # fmt: skip
+# Three jobs of a 1-minute limit: one of seconds, one of minutes (to cancel), one of hours
+# (its limit ends it); their runs have the same name.
+LIMITED = "hydra.launcher.timeout_min=1"
+THREE_JOBS = [*LONG_JOBS[:3], "train.learning_rate=0.1", "train.iterations=300,30000,10000000",
+              "train.log_every=100", LIMITED]  # fmt: skip
 
 
 def start_sweep(cluster, tmp_path, *args: str, make: bool = False) -> subprocess.Popen:
@@ -155,80 +157,58 @@ def cancel_once_training(cluster, tmp_path, iterations: str = "30000"):
     return client.get_run(run_id)
 
 
-def assert_clean_end(launcher: subprocess.Popen, tmp_path, code: int = 0) -> tuple[str, str]:
-    """The launcher ends by itself with ``code``, without a traceback nor submitit's
-    warnings; its (stdout, stderr)."""
-    assert launcher.wait(timeout=120) == code, (tmp_path / "err.txt").read_text()[-3000:]
+def assert_clean_end(
+    launcher: subprocess.Popen, tmp_path, code: int = 0, timeout: float = 120
+) -> tuple[str, str]:
+    """The launcher ends by itself with ``code`` within ``timeout`` seconds, without a
+    traceback nor submitit's warnings; its (stdout, stderr)."""
+    assert launcher.wait(timeout=timeout) == code, (tmp_path / "err.txt").read_text()[-3000:]
     out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
     assert "Traceback" not in err and "Bypassing" not in err, err[-3000:]
     return out, err
 
 
-def test_a_cancelled_job_ends_killed_the_sweep_goes_on_and_a_resume_runs_it_alone(slurm, tmp_path):
-    launcher = start_sweep(slurm, tmp_path, *LONG_AND_SHORT)
+def test_a_cancelled_job_and_one_over_its_limit_end_killed_and_a_resume_runs_them_alone(
+    slurm, tmp_path
+):
+    launcher = start_sweep(slurm, tmp_path, *THREE_JOBS)
     with ended(launcher, slurm):
-        run = cancel_once_training(slurm, tmp_path)
-        assert run.info.status == "KILLED"
-        assert run.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
+        cancelled = cancel_once_training(slurm, tmp_path, "30000")
+        assert cancelled.info.status == "KILLED"
+        assert cancelled.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
         client = store_client(tmp_path)
-        assert client.get_metric_history(run.info.run_id, "train_cost")  # its points kept
+        assert client.get_metric_history(cancelled.info.run_id, "train_cost")  # points kept
 
-        # the sweep goes on: the other job finishes, the parent ends with the counts
-        out, _ = assert_clean_end(launcher, tmp_path)
-        assert "sweep done in" in out and ": 1 finished, 1 killed" in out, out
-        assert out.count(slurm_reasons.CANCELLED) == 1, out  # one line for the cancelled job
+        # the sweep goes on: the short job finishes, the long one meets its limit (~1 min):
+        # Slurm's SIGTERM ends its run KILLED, then the parent ends, its counts right
+        out, _ = assert_clean_end(launcher, tmp_path, timeout=300)
+        assert "sweep done in" in out and ": 1 finished, 2 killed" in out, out
+        # one line for each job Slurm ended
+        assert out.count(slurm_reasons.CANCELLED) == out.count(slurm_reasons.TIME_LIMIT) == 1
         (parent,), children = parents_and_children(client)
         assert parent.info.status == "FINISHED"
-        assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+        (limited,) = [c for c in children if c.data.params["train.iterations"] == "10000000"]
+        assert limited.info.status == "KILLED", limited.data.tags.get("failure_reason")
+        assert limited.data.tags.get("killed_reason") == slurm_reasons.TIME_LIMIT
+        assert client.get_metric_history(limited.info.run_id, "train_cost")  # points kept
+        assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED", "KILLED"]
 
-    # make sweep RESUME=latest runs the cancelled job alone: one Slurm job, its config's run
+    # make sweep RESUME=latest runs those two jobs alone
     resumed = start_sweep(slurm, tmp_path, "RESUME=latest", make=True)
     with ended(resumed, slurm):
-        digest = run.data.tags["config_digest"]
+        again = {cancelled.data.tags["config_digest"], limited.data.tags["config_digest"]}
 
-        def rerun():
+        def reruns():
             runs = running_children(tmp_path)
-            return [r for r in runs if r.data.tags["config_digest"] == digest]
+            return len([r for r in runs if r.data.tags["config_digest"] in again]) == 2
 
-        wait_for_store(rerun, "the cancelled job to run again")
+        wait_for_store(reruns, "the killed jobs to run again")
         out = (tmp_path / "out.txt").read_text()
-        assert "2 jobs, 1 finished, 1 to run" in out, out
-        # the finished job's Slurm job returns at once, without a run: that job trains alone
-        slurm_cluster.wait_until(lambda: len(slurm.queue()) == 1, 120, "one job left", slurm)
-        children = parents_and_children(client)[1]
-        assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED", "RUNNING"]
-
-
-def test_a_job_over_its_time_limit_ends_killed_by_slurms_sigterm_with_its_points(slurm, tmp_path):
-    # one job of hours, in a 1-minute limit: Slurm's SIGTERM comes at about 1 min
-    launcher = start_sweep(slurm, tmp_path, *LONG_JOBS[:3], "train.learning_rate=0.1",
-                           "train.iterations=10000000", "hydra.launcher.timeout_min=1")  # fmt: skip
-    with ended(launcher, slurm):
-        wait_for_store(lambda: len(running_children(tmp_path)) == 1, "the run to start")
-        (job,) = running_children(tmp_path)
-        client = store_client(tmp_path)
-        wait_for_store(lambda: client.get_run(job.info.run_id).info.status != "RUNNING",
-                       "the run to end")  # fmt: skip
-        run = client.get_run(job.info.run_id)
-        assert run.info.status == "KILLED", run.data.tags.get("failure_reason")
-        assert run.data.tags.get("killed_reason") == slurm_reasons.TIME_LIMIT
-        assert client.get_metric_history(run.info.run_id, "train_cost")  # its points kept
-        # the launcher learns of it and ends the sweep, its counts right
-        out, _ = assert_clean_end(launcher, tmp_path)
-        assert ": 0 finished, 1 killed" in out and slurm_reasons.TIME_LIMIT in out, out
-
-
-def test_sigterm_to_the_launcher_cancels_its_slurm_jobs(slurm, tmp_path):
-    launcher = start_sweep(slurm, tmp_path, *LONG_JOBS)
-    with ended(launcher, slurm):
-        wait_for_store(lambda: len(running_children(tmp_path)) == 2, "both runs to start")
-        launcher.send_signal(signal.SIGTERM)
-        assert_clean_end(launcher, tmp_path, code=143)
-        assert not slurm.queue()  # nothing left running in Slurm
-        (parent,), children = parents_and_children(store_client(tmp_path))
-        assert parent.info.status == "KILLED"
-        assert [c.info.status for c in children] == ["KILLED", "KILLED"]
-        assert "sweep killed after" in (tmp_path / "out.txt").read_text()
+        assert "3 jobs, 1 finished, 2 to run" in out, out
+        # the finished job's Slurm job returns at once, without a run: those two train alone
+        slurm_cluster.wait_until(lambda: len(slurm.queue()) == 2, 120, "two jobs left", slurm)
+        statuses = sorted(c.info.status for c in parents_and_children(client)[1])
+        assert statuses == ["FINISHED", "KILLED", "KILLED", "RUNNING", "RUNNING"]
 
 
 @pytest.fixture
@@ -241,17 +221,30 @@ def slurm_without_accounting():
         yield cluster
 
 
-def test_without_accounting_the_launcher_learns_a_jobs_end_from_the_queue(
+def test_without_accounting_the_launcher_learns_a_jobs_end_and_sigterm_cancels_the_rest(
     slurm_without_accounting, tmp_path
 ):
     cluster = slurm_without_accounting
     assert cluster.run("sacct", check=False).returncode != 0
     launcher = start_sweep(cluster, tmp_path, *LONG_JOBS[:3], "train.learning_rate=0.1",
-                           *LONG_JOBS[4:])  # fmt: skip
+                           "train.iterations=30000,30001", "train.log_every=100")  # fmt: skip
     with ended(launcher, cluster):
-        run = cancel_once_training(cluster, tmp_path)
+        wait_for_store(lambda: len(running_children(tmp_path)) == 2, "both runs to start")
+        run = cancel_once_training(cluster, tmp_path, "30000")
         assert run.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
-        out, err = assert_clean_end(launcher, tmp_path)  # it never hangs
-        assert ": 0 finished, 1 killed" in out, out
+        # the launcher learns of it from squeue, without sacct: it never hangs
+        slurm_cluster.wait_until(
+            lambda: slurm_reasons.CANCELLED in (tmp_path / "out.txt").read_text(), 120,
+            "the launcher's line for the cancelled job", cluster,
+        )  # fmt: skip
+
+        # SIGTERM to the launcher: its other Slurm job is cancelled, its run ends KILLED
+        launcher.send_signal(signal.SIGTERM)
+        out, err = assert_clean_end(launcher, tmp_path, code=143)
+        assert not cluster.queue()  # nothing left running in Slurm
+        (parent,), children = parents_and_children(store_client(tmp_path))
+        assert parent.info.status == "KILLED"
+        assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+        assert "sweep killed after" in out and ": 0 finished, 2 killed" in out, out
         warnings = [line for line in err.splitlines() if "sacct" in line]
         assert len(warnings) == 1 and warnings[0].startswith("warning: "), err[-3000:]

@@ -110,15 +110,15 @@ def submit_slurm_jobs(launcher, job_overrides: Sequence[Sequence[str]], first: i
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    params = dict(launcher.params)
+    params, cluster = dict(launcher.params), launcher._EXECUTOR  # "slurm"
     executor = submitit.AutoExecutor(
-        cluster=launcher._EXECUTOR,
+        cluster=cluster,
         folder=params.pop("submitit_folder"),
-        slurm_max_num_timeout=params.pop("max_num_timeout"),
+        **{f"{cluster}_max_num_timeout": params.pop("max_num_timeout")},
     )
     queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(
-        **{key if key in queue_keys else f"slurm_{key}": v for key, v in params.items()}
+        **{key if key in queue_keys else f"{cluster}_{key}": v for key, v in params.items()}
     )
     sweep = launcher.config.hydra.sweep
     Path(str(sweep.dir)).mkdir(parents=True, exist_ok=True)
