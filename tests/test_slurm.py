@@ -144,9 +144,9 @@ def cancel_once_training(cluster, tmp_path, iterations: str = "30000"):
     """Once the run of ``iterations`` trains and has sent points, ``scancel`` its Slurm job;
     then until its run has ended. The run, as it ended."""
 
-    def long_run():
+    def long_run():  # its params are logged just after its run is created
         runs = running_children(tmp_path)
-        return next((r for r in runs if r.data.params["train.iterations"] == iterations), None)
+        return next((r for r in runs if r.data.params.get("train.iterations") == iterations), None)
 
     wait_for_store(long_run, "the long run to start")
     run_id = long_run().info.run_id
