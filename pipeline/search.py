@@ -114,7 +114,7 @@ def objective(launch: Launch, space: dict, pruner_name: str, trial: optuna.Trial
     tags = {
         "hydra.overrides": studies.hidden_password(" ".join(overrides)),
         "sweep_id": launch.parent.run_id,
-        "job_number": trial.number,
+        parent_run.JOB_NUMBER_TAG: trial.number,
         TRIAL_TAG: trial.number,
         tables.STUDY_TAG: launch.study,
         tables.LAUNCHER_TAG: launch.launcher,

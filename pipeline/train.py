@@ -59,7 +59,7 @@ def main(cfg: DictConfig) -> float | None:
         # The parent's store, as the launcher resolved it: a Ray worker has not the launcher's
         # environment ($PORT of tracking=server, $MLFLOW_TRACKING_URI) to resolve it again.
         cfg.tracking.uri = parent.tracking_uri
-        tags |= {"sweep_id": parent.run_id, "job_number": hydra_cfg.job.num}
+        tags |= {"sweep_id": parent.run_id, parent_run.JOB_NUMBER_TAG: hydra_cfg.job.num}
         tags[parent_run.WORKER_TAG] = os.getpid()
         # a sweep prints one line per job; per-iteration progress stays in the job's log file
         logging.getLogger("pipeline.job.loop").propagate = False
@@ -187,6 +187,7 @@ def run_sweep(args, own: dict) -> int:
     hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
     hydra_adapter.skip_job_check()
     hydra_adapter.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
+    wait_for_slurm_jobs_ourselves(cfg.hydra.launcher)
     return launch(parent, hydra_argv, warming)
 
 
@@ -260,6 +261,16 @@ def connect_ray(launcher: DictConfig) -> None:
             "(`ray start --head`), or give its address with RAY_ADDRESS= or "
             "hydra.launcher.ray.init.address="
         ) from None
+
+
+def wait_for_slurm_jobs_ourselves(launcher: DictConfig) -> None:
+    """With submitit's Slurm launcher (``hydra/launcher=slurm``): our subclass of it, which
+    waits for its jobs without hanging on one Slurm ended (pipeline.sweeps.slurm_launcher)."""
+    if not str(launcher.get("_target_", "")).endswith("submitit_launcher.SlurmLauncher"):
+        return
+    from pipeline.sweeps import slurm_launcher  # with the cluster extra only
+
+    slurm_launcher.install()
 
 
 def import_job_modules() -> None:

@@ -15,11 +15,11 @@ from pipeline.sweeps import hydra_adapter
 from tests.helpers import ROOT
 
 ADAPTER = ROOT / "pipeline" / "sweeps" / "hydra_adapter.py"
-# Hydra's private names: its _internal package, Singleton state, private functions, and the
-# joblib launcher plugin's _core module.
+# Hydra's private names: its _internal package, Singleton state, private functions, the
+# joblib launcher plugin's _core module and the submitit launcher plugin's _EXECUTOR.
 PRIVATE = re.compile(
     r"hydra\._internal|hydra_plugins\.\w+\._core|\bSingleton\b|\._apply_overrides_to_config"
-    r"|\._instances\b"
+    r"|\._instances\b|\._EXECUTOR\b"
 )
 
 

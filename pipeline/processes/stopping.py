@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pipeline.processes import workers
 from pipeline.processes.errors import InputError
@@ -27,6 +27,8 @@ class Terminated(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What a stop of the sweep does first, beside interrupting the workers (``on_stop``).
+STOP_ACTIONS: list[Callable[[], None]] = []
 
 
 def interruption(signum: int) -> KeyboardInterrupt:
@@ -102,6 +104,18 @@ def watch_launcher(launcher_pid: int, abandon: Callable[[str, str | None], None]
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def on_stop(action: Callable[[], None]) -> Iterator[None]:
+    """While in the block, a stop of the sweep (``run_to_end``) calls ``action()`` before it
+    waits for the jobs in flight: a launcher whose jobs run beyond its children (Slurm's)
+    cancels them there, so that they end their runs within the wait."""
+    STOP_ACTIONS.append(action)
+    try:
+        yield
+    finally:
+        STOP_ACTIONS.remove(action)
+
+
 def run_to_end(
     body: Callable[[], object],
     end: Callable[[str, float], None],
@@ -123,6 +137,9 @@ def run_to_end(
         handle_stop_signals(signal.SIG_IGN)
         stopped_by.append(signum)
         workers.interrupt_children()
+        for action in list(STOP_ACTIONS):
+            with contextlib.suppress(Exception):  # the jobs are waited for whatever happens
+                action()
         with contextlib.suppress(Exception):  # a store that fails now: finish() says so
             wait_for_jobs()
         raise interruption(signum)

@@ -18,6 +18,12 @@ They replace Hydra's methods for the whole process because Hydra's launchers cal
 Hydra's own classes inside ``execute_job``, with no hook to pass ours; the processes that
 install them run nothing but the sweep's jobs.
 
+Hydra's submitit launcher submits a sweep's jobs, then waits for each with submitit, which
+hangs or fails on a job Slurm ended: pipeline.sweeps.slurm_launcher's subclass waits for them
+itself. Hydra instantiates launchers from the ``hydra_plugins`` package only, by their class
+name: ``instantiate_in_place`` has it instantiate ours under the plugin's name, and
+``submit_slurm_jobs`` submits the jobs the plugin's way.
+
 This is the one module that uses Hydra's private names (``hydra._internal``, ``Singleton``
 state, names starting with ``_``, the joblib plugin's ``_core``); tests/test_layout.py
 checks that no other does. It was tested with hydra-core ``TESTED``: with another release,
@@ -28,6 +34,9 @@ or when one of those names is gone, the speed-ups are left out and Hydra's own p
 import copy
 import functools
 import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -37,6 +46,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
+from hydra.core.utils import filter_overrides
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -86,6 +96,41 @@ def joblib_arguments(launcher: DictConfig) -> dict:
     arguments["backend"] = "loky"  # as the launcher sets it
     process_joblib_cfg(arguments)
     return arguments
+
+
+def instantiate_in_place(plugin: type, ours: type) -> None:
+    """Where a config names the plugin class ``plugin`` (its ``_target_``), Hydra instantiates
+    ``ours`` in this process."""
+    Plugins.instance().class_name_to_class[f"{plugin.__module__}.{plugin.__name__}"] = ours
+
+
+def submit_slurm_jobs(launcher, job_overrides: Sequence[Sequence[str]], first: int) -> list:
+    """What hydra_submitit_launcher's ``SlurmLauncher.launch`` does before it waits: the jobs
+    submitted as one Slurm array, numbered from ``first``; their submitit jobs."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params, cluster = dict(launcher.params), launcher._EXECUTOR  # "slurm"
+    executor = submitit.AutoExecutor(
+        cluster=cluster,
+        folder=params.pop("submitit_folder"),
+        **{f"{cluster}_max_num_timeout": params.pop("max_num_timeout")},
+    )
+    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{key if key in queue_keys else f"{cluster}_{key}": v for key, v in params.items()}
+    )
+    sweep = launcher.config.hydra.sweep
+    Path(str(sweep.dir)).mkdir(parents=True, exist_ok=True)
+    if "mode" in sweep:
+        os.chmod(str(sweep.dir), mode=int(str(sweep.mode), 8))
+    numbers = range(first, first + len(job_overrides))
+    for number, overrides in zip(numbers, job_overrides, strict=True):
+        log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
+    state = Singleton.get_state()
+    arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", state)
+                 for n, o in zip(numbers, job_overrides, strict=True)]  # fmt: skip
+    return executor.map_array(launcher, *zip(*arguments, strict=True))
 
 
 HYDRA_LOAD_SWEEP_CONFIG = ConfigLoaderImpl.load_sweep_config

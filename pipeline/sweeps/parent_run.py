@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -36,6 +36,7 @@ SWEPT_TAG = "swept"  # what the sweep varies, for its description
 
 
 WORKER_TAG = "worker_pid"  # on a sweep's job: the process it ran in
+JOB_NUMBER_TAG = "job_number"  # on a sweep's job: its number in Hydra's launch, from 0
 
 
 STOP_GRACE_SECONDS = 10.0  # how long interrupted jobs get to end their runs themselves
@@ -57,7 +58,12 @@ class Parent:
 
 
 def parent_from_env() -> Parent | None:
-    value = os.environ.get(PARENT_ENV)
+    return parent_from(os.environ)
+
+
+def parent_from(env: Mapping[str, str]) -> Parent | None:
+    """The sweep's parent, from the environment a job gets (``env``), if it is a sweep's."""
+    value = env.get(PARENT_ENV)
     return Parent(**json.loads(value)) if value else None
 
 
@@ -204,6 +210,30 @@ def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms:
     ]
     parent.done = sorted(set(parent.done) | set(ended) - {None})
     return True
+
+
+def end_job_without_result(parent: Parent, job_num: int, since_ms: int, why: str) -> str:
+    """A job whose process ended without a result, outside the launcher (a Slurm job
+    cancelled, over its time limit, killed): its run, started since ``since_ms`` (ms since
+    the epoch), ends as ``tracking.end_left_running`` says (FAILED, tagged ``why``, as a dead
+    worker's job) if the job left it RUNNING. The line saying how it ended."""
+    client = tracking.connect(parent.tracking_uri)
+    runs = [
+        run
+        for run in tracking.child_runs(client, parent.run_id)
+        if run.data.tags.get(JOB_NUMBER_TAG) == str(job_num) and run.info.start_time >= since_ms
+    ]
+    of = f"/{parent.n_jobs}" if parent.n_jobs else ""
+    if not runs:
+        return f"[job {job_num + 1}{of}] {why}, before its run started"
+    run, reason = runs[-1], why
+    status = run.info.status
+    if status == "RUNNING":
+        status = tracking.end_left_running(client, run, why, unfinished="FAILED")
+    else:
+        tags = run.data.tags
+        reason = f"{why}: {tags.get(tracking.KILLED_REASON) or tags.get(tracking.FAILURE_REASON)}"
+    return f"[job {job_num + 1}{of}] {run.info.run_name:{NAME_WIDTH}} {status:8} {reason}"
 
 
 def wait_for_running_jobs(parent: Parent, seconds: float = STOP_GRACE_SECONDS) -> None:
