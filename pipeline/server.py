@@ -9,8 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
 from pipeline.store import tracking
 from pipeline.store.web import add_address_arguments, address, serve
 
@@ -18,17 +17,16 @@ DEFAULT_BACKEND = "sqlite:///mlruns/server/mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns/server/artifacts"
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The server of the command line ``argv``; its exit code once it ends."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_address_arguments(parser)
     parser.add_argument("--backend-store-uri", default=DEFAULT_BACKEND, help="%(default)s")
     parser.add_argument("--artifacts-destination", default=DEFAULT_ARTIFACTS, help="%(default)s")
     parser.add_argument("--workers", type=int, default=2, help="%(default)s")
     args = parser.parse_args(argv)
-    try:
-        host, port = address(args)
-    except InputError as error:
-        fail(error)
+    host, port = address(args)
     if args.backend_store_uri.startswith(tracking.SQLITE):
         Path(args.backend_store_uri.removeprefix(tracking.SQLITE)).parent.mkdir(
             parents=True, exist_ok=True
@@ -42,12 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     command += ["--port", str(port), "--workers", str(args.workers)]
     command += ["--backend-store-uri", args.backend_store_uri, "--serve-artifacts"]
     command += ["--artifacts-destination", args.artifacts_destination]
-    try:
-        sys.exit(serve(command, host, port, announce))
-    except InputError as error:
-        fail(error)
+    return serve(command, host, port, announce)
 
 
 if __name__ == "__main__":
-    settings.skip_final_collection()
-    main()
+    sys.exit(entry.run(main))

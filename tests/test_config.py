@@ -34,7 +34,7 @@ from pipeline.sweeps import grid, hydra_adapter
 from pipeline.sweeps.dimensions import corners, distributions
 from pipeline.sweeps.grid import plan, planned_jobs
 from pipeline.sweeps.studies import pruner
-from tests.helpers import CONF, assert_entry_fails_in_one_line
+from tests.helpers import CONF, assert_one_error_line, call_main
 
 GROUPS = ["dataset", "model", "train", "tracking"]
 
@@ -328,21 +328,22 @@ def test_a_grid_over_sweep_max_jobs_is_refused_before_any_job_is_composed(
     # Hydra's basic launcher: no joblib workers warming in this process
     grid = ["model.width=range(0,1001)", "hydra/launcher=basic"]
     argv = ["-m", *dry_run, *grid, f"tracking.uri={uri}"]
-    assert_entry_fails_in_one_line(train.cli, argv, capsys, "the grid has 1,001 jobs, more than "
-                                   "sweep.max_jobs=1,000", "sweep.max_jobs=1001")  # fmt: skip
+    done = call_main(capsys, train.main, *argv)
+    more = "the grid has 1,001 jobs, more than sweep.max_jobs=1,000"
+    assert_one_error_line(done, more, "sweep.max_jobs=1001")
     assert os.listdir(tmp_path) == []  # no store, no Hydra outputs
-    listed = assert_entry_fails_in_one_line(
-        train.cli, [*argv, "sweep.max_jobs=1001"], capsys, "model.width=0 is invalid"
-    )
-    assert listed == ""  # the first job was the bad one
+    done = call_main(capsys, train.main, *argv, "sweep.max_jobs=1001")
+    assert_one_error_line(done, "model.width=0 is invalid")
+    assert done.stdout == ""  # the first job was the bad one
 
 
 def test_a_dry_run_lists_each_job_as_soon_as_it_is_checked(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["-m", "--dry-run", "model.width=4,8,0", "model.depth=1"]
-    listed = assert_entry_fails_in_one_line(train.cli, argv, capsys, "model.width=0 is invalid")
+    done = call_main(capsys, train.main, *argv)
+    assert_one_error_line(done, "model.width=0 is invalid")
     # the jobs before the bad one were listed before it was checked
-    lines = [line.split()[:2] for line in listed.splitlines()]
+    lines = [line.split()[:2] for line in done.stdout.splitlines()]
     assert lines == [["1", "d1-w4-lr0.1"], ["2", "d1-w8-lr0.1"]]
 
 

@@ -1,16 +1,13 @@
 """The course's second part in a job: the optimizer, mini-batches, L2 and the learning rate's
 decay, from the config through the loop to reproduction, the report's table and a search."""
 
-import signal
-import sys
-
 import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from pipeline import train as entry
+from pipeline import train as train_command
 from pipeline.job import data
 from pipeline.job.config import ADDED_LATER, ConfigError, DatasetConfig, validate
 from pipeline.job.early_stopping import EarlyStopping
@@ -27,7 +24,7 @@ from pipeline.nn.decay import LR_DECAYS
 from pipeline.search import compose_search
 from pipeline.store import tables
 from pipeline.sweeps.dimensions import distributions
-from tests.helpers import all_runs, run_cli
+from tests.helpers import all_runs, call_main, run_cli
 
 NEW_KEYS = ["optimizer", "beta", "beta1", "beta2", "epsilon", "batch_size", "l2", "lr_decay",
             "decay_rate"]  # fmt: skip
@@ -36,17 +33,6 @@ NEW_KEYS = ["optimizer", "beta", "beta1", "beta2", "epsilon", "batch_size", "l2"
 @pytest.fixture(scope="module")
 def moons():
     return data.load(OmegaConf.structured(DatasetConfig(n_samples=400)), seed=0)
-
-
-@pytest.fixture
-def in_process_entry(monkeypatch):
-    """pipeline.train's entry function, called in this process: it installs its own signal
-    handlers and unraisable hook, which are put back afterwards."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
-    yield entry.cli
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 @pytest.mark.parametrize(
@@ -71,13 +57,13 @@ def in_process_entry(monkeypatch):
     ],
 )  # fmt: skip
 def test_a_bad_value_is_one_line_and_exit_2_before_anything_is_written(
-    in_process_entry, capsys, tmp_path, override, message
+    capsys, tmp_path, override, message
 ):
     store = tmp_path / "store"
-    with pytest.raises(SystemExit) as exited:
-        in_process_entry([f"tracking.uri=sqlite:///{store / 'mlflow.db'}", *override.split()])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
+    uri = f"tracking.uri=sqlite:///{store / 'mlflow.db'}"
+    done = call_main(capsys, train_command.main, uri, *override.split())
+    assert done.returncode == 2
+    err = done.stderr
     assert err.startswith(f"error: {message}") and err.count("\n") == 1 and err.endswith("\n")
     assert not store.exists()
 
