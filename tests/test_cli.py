@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store."""
+"""The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store; a
+refusal in one line through ``main(argv)`` in this process."""
 
 import importlib.util
 import json
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from pipeline import train
 from pipeline.store import tracking
 from tests.helpers import (
     ROOT,
     all_runs,
     assert_one_error_line,
+    call_main,
     free_port,
     parents_and_children,
     run_cli,
@@ -54,9 +57,9 @@ def test_single_job_from_the_command_line(store, tmp_path):
         ("dataset=mons", "error: dataset=mons is invalid: known options: blobs"),
     ],
 )
-def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, message):
+def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, capfd, override, message):
     uri, _ = store
-    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
+    done = call_main(capfd, train.main, f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
 
 
@@ -69,9 +72,10 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
         ("--cfg=job", "error: give only one of --run, --multirun, --cfg"),
     ],
 )
-def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
+def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, capfd, sweep, message):
     uri, _ = store
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, sweep, cwd=tmp_path)
+    argv = ["-m", f"tracking.uri={uri}", *QUICK, sweep]
+    done = call_main(capfd, train.main, *argv, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
 
 
@@ -79,10 +83,10 @@ def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, 
     importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
     reason="the ray extra is installed (.venv-ray)",
 )
-def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path):
+def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path, capfd):
     uri, _ = store
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK,
-                   "hydra/launcher=ray_cluster", "model.depth=1,2", cwd=tmp_path)  # fmt: skip
+    ray = ["hydra/launcher=ray_cluster", "model.depth=1,2"]
+    done = call_main(capfd, train.main, "-m", f"tracking.uri={uri}", *QUICK, *ray, cwd=tmp_path)
     message = "error: hydra/launcher=ray is not installed: pip install -e '.[ray]'"
     assert_refused_in_one_line(done, message, tmp_path)
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import report as report_command
 from pipeline.job.run import run_job
-from tests.helpers import parents_and_children, run_cli
+from tests.helpers import call_main, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 FILES = ["accuracy_heatmap.png", "cost_curves.png", "runs.csv", "runs.md"]
@@ -118,9 +119,10 @@ def test_report_of_a_single_run_and_of_an_experiment(compose_config, store, tmp_
         (["--experiment", "nope"], "error: no experiment named 'nope'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(swept, args, message):
+def test_bad_input_exits_2_with_one_line(swept, capfd, args, message):
     folder, uri, _ = swept
-    done = report(uri, *args, cwd=folder)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    done = call_main(capfd, report_command.main, *args, cwd=folder, env=env)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1
 

@@ -12,11 +12,19 @@ import optuna
 import pytest
 import yaml
 
+from pipeline import reproduce as reproduce_command
 from pipeline.job.config import ADDED_LATER, LAUNCH_SETTINGS
 from pipeline.job.recorded import recorded_config
 from pipeline.job.run import run_job
 from pipeline.search import Pruning
-from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
+from tests.helpers import (
+    BEFORE_VALIDATION,
+    ROOT,
+    all_runs,
+    call_main,
+    parents_and_children,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +157,7 @@ def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
         ("{bad_value}", "model.depth=-1 is invalid: must be >= 0"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, target, message):
+def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, capfd, target, message):
     uri, client, run_id = recorded
     bare = client().create_run(client().get_run(run_id).info.experiment_id).info.run_id
     client().set_terminated(bare)
@@ -166,7 +174,8 @@ def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, targ
     names = {"bare": bare} | {k: str(tmp_path / f"{k}.yaml") for k in files}
     target, message = target.format(**names), message.format(**names)
     before = {r.info.run_id for r in all_runs(client())}
-    done = reproduce(uri, target, cwd=tmp_path)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    done = call_main(capfd, reproduce_command.main, target, cwd=tmp_path, env=env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr

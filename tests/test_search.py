@@ -11,8 +11,15 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import search, train
 from pipeline.sweeps import studies
-from tests.helpers import assert_one_error_line, parents_and_children, run_cli, wait_until
+from tests.helpers import (
+    assert_one_error_line,
+    call_main,
+    parents_and_children,
+    run_cli,
+    wait_until,
+)
 from tests.test_sweep_survives import statuses
 
 pytestmark = pytest.mark.slow
@@ -213,16 +220,14 @@ def test_kill_9_of_the_launcher_leaves_nothing_running(store, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (
-            ["pipeline.train", "-m", "sweep=search"],
-            "sweep=search is a search: run it with make search",
-        ),
-        (["pipeline.search", "hydra.sweeper.n_trials=4"], "hydra.sweeper.n_trials=4 is Hydra's"),
+        ([train.main, "-m", "sweep=search"], "sweep=search is a search: run it with make search"),
+        ([search.main, "hydra.sweeper.n_trials=4"], "hydra.sweeper.n_trials=4 is Hydra's"),
     ],
 )
-def test_the_old_way_of_searching_is_one_line(store, tmp_path, argv, message):
+def test_the_old_way_of_searching_is_one_line(store, tmp_path, capfd, argv, message):
     uri, _ = store
-    assert_one_error_line(run_cli(*argv, f"tracking.uri={uri}", cwd=tmp_path), message)
+    done = call_main(capfd, *argv, f"tracking.uri={uri}", cwd=tmp_path)
+    assert_one_error_line(done, message)
 
 
 def test_a_study_on_postgresql_as_on_several_machines(store, tmp_path, postgres):

@@ -14,10 +14,20 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
+from pipeline import train
 from pipeline.job.run import run_job
-from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught, wait_until
+from tests.helpers import (
+    CONF,
+    ROOT,
+    call_main,
+    parents_and_children,
+    run_cli,
+    stops_caught,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 # 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
@@ -251,16 +261,17 @@ def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
     assert not started(tmp_path) and not (tmp_path / "store").exists()
 
 
-def test_resume_refuses_what_it_cannot_do(compose_config, store, tmp_path):
+def test_resume_refuses_what_it_cannot_do(store, tmp_path, capfd):
     uri, client = store
-    single = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # closed before main
+        single = run_job(compose("config", overrides=[f"tracking.uri={uri}", "train=quick"]))
     for target, message in [
         ("feedbeef", "error: run 'feedbeef' not found in sqlite:///"),
         (single.run_id, f"error: cannot resume: run {single.run_id} is not a sweep's parent"),
         ("seed=3", "error: --resume takes a parent run id or latest, not seed=3"),
     ]:
-        done = run_cli("pipeline.train", "-m", "--resume", target, f"tracking.uri={uri}",
-                       cwd=tmp_path)  # fmt: skip
+        argv = ["-m", "--resume", target, f"tracking.uri={uri}"]
+        done = call_main(capfd, train.main, *argv, cwd=tmp_path)
         assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert len(parents_and_children(client())[0]) == 1  # nothing written
