@@ -74,10 +74,20 @@ def server(tmp_path, backend):
     log = tmp_path / "server.log"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
-             f"BACKEND_URI={backend}"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
-        )  # fmt: skip
+            [
+                "make",
+                "-s",
+                "server",
+                f"PORT={port}",
+                f"ARTIFACTS={tmp_path / 'artifacts'}",
+                f"BACKEND_URI={backend}",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         first_line = process.stdout.readline()  # printed once the server answers

@@ -49,8 +49,16 @@ def options(group):
 def test_every_group_option_composes_and_validates(compose_config, override):
     cfg = compose_config(override)
     validate(cfg)
-    assert set(cfg) == {"dataset", "model", "train", "tracking", "search", "sweep", "seed",
-                        "sweep_name"}  # fmt: skip
+    assert set(cfg) == {
+        "dataset",
+        "model",
+        "train",
+        "tracking",
+        "search",
+        "sweep",
+        "seed",
+        "sweep_name",
+    }
 
 
 @pytest.mark.parametrize("sweep", [s for s in options("sweep") if s != "search"])  # see below
@@ -66,8 +74,12 @@ def test_the_default_grid_is_every_combination(compose_config):
     cfg = compose_config("sweep=default", hydra=True)
     jobs = planned_jobs(cfg.hydra.sweeper, ["sweep=default", "model.depth=1,2"])
     assert len(jobs) == 2 * 3 * 3  # the command line's values replace the file's
-    assert jobs[0] == ["model.depth=1", "model.width=64", "train.learning_rate=0.01",
-                       "sweep=default"]  # fmt: skip
+    assert jobs[0] == [
+        "model.depth=1",
+        "model.width=64",
+        "train.learning_rate=0.01",
+        "sweep=default",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -156,8 +168,13 @@ def test_a_bad_value_in_a_sweep_is_a_config_error_not_an_exit(compose_config, ty
 def test_the_digest_counts_what_changes_the_result_and_nothing_else(compose_config):
     base = config_digest(compose_config())
     assert config_digest(compose_config()) == base  # stable
-    for same in ("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x", "sweep_name=y",
-                 "sweep.max_jobs=5", "search.workers=3"):  # fmt: skip
+    for same in (
+        "tracking.uri=sqlite:///elsewhere.db",
+        "tracking.experiment=x",
+        "sweep_name=y",
+        "sweep.max_jobs=5",
+        "search.workers=3",
+    ):
         assert config_digest(compose_config(same)) == base, same
     for other in ("train.dtype=float32", "train.blas_threads=2", "seed=1", "model.width=17"):
         assert config_digest(compose_config(other)) != base, other
@@ -200,17 +217,26 @@ def test_defaults(compose_config):
         ("dataset.n_samples=3", "dataset.n_samples=3 is invalid: too few for 2 classes"),
         ("dataset.val_size=1", "dataset.val_size=1.0 is invalid: must be >= 0 and < 1"),
         ("dataset.val_size=-0.1", "dataset.val_size=-0.1 is invalid: must be >= 0 and < 1"),
-        ("dataset.n_samples=6", "dataset.n_samples=6 is invalid: too few for 2 classes in each "
-         "part: 3 train, 1 validation, 2 test (test_size=0.25, val_size=0.2)"),
-        ("dataset=iris dataset.val_size=0.98", "dataset.val_size=0.98 is invalid: too few for 3 "
-         "classes in each part: 2 train, 110 validation, 38 test"),
+        (
+            "dataset.n_samples=6",
+            "dataset.n_samples=6 is invalid: too few for 2 classes in each "
+            "part: 3 train, 1 validation, 2 test (test_size=0.25, val_size=0.2)",
+        ),
+        (
+            "dataset=iris dataset.val_size=0.98",
+            "dataset.val_size=0.98 is invalid: too few for 3 "
+            "classes in each part: 2 train, 110 validation, 38 test",
+        ),
         ("train.patience=-1", "train.patience=-1 is invalid: must be >= 0"),
-        ("train=early_stop dataset.val_size=0", "train.patience=10 is invalid: early stopping "
-         "watches val_cost: set dataset.val_size > 0"),
+        (
+            "train=early_stop dataset.val_size=0",
+            "train.patience=10 is invalid: early stopping "
+            "watches val_cost: set dataset.val_size > 0",
+        ),
         ("train.min_delta=-1", "train.min_delta=-1.0 is invalid: must be a finite number >= 0"),
         ("tracking.flush_seconds=0", "tracking.flush_seconds=0.0 is invalid: must be > 0"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_key_and_value(compose_config, override, message):
     with pytest.raises(ConfigError) as error:
         validate(compose_config(*override.split()))
@@ -309,8 +335,12 @@ def test_classification_accepts_the_most_classes_scikit_learn_makes_and_no_more(
     compose_config, n_features
 ):
     most = 2 ** max(2, n_features // 2)  # scikit-learn: n_classes <= 2**n_informative
-    ok = compose_config("dataset=classification", f"dataset.n_features={n_features}",
-                        f"dataset.n_classes={most}", f"dataset.n_samples={40 * most}")  # fmt: skip
+    ok = compose_config(
+        "dataset=classification",
+        f"dataset.n_features={n_features}",
+        f"dataset.n_classes={most}",
+        f"dataset.n_samples={40 * most}",
+    )
     validate(ok)
     assert load(ok.dataset, seed=0).n_classes == most  # scikit-learn makes them
     too_many = OmegaConf.merge(ok, {"dataset": {"n_classes": most + 1}})
@@ -355,8 +385,9 @@ def test_a_dry_run_says_how_long_at_the_latest_sweeps_time_per_job(compose_confi
     def finished_sweep(name: str, seconds: list[int], tags: dict) -> None:
         parent = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: "x", **tags})
         for s in seconds:  # each child's wall time, as its start and end record it
-            child = client.create_run(experiment, start_time=10**12,
-                                      tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id  # fmt: skip
+            child = client.create_run(
+                experiment, start_time=10**12, tags={MLFLOW_PARENT_RUN_ID: parent}
+            ).info.run_id
             client.set_terminated(child, end_time=10**12 + 1000 * s)
         client.set_terminated(parent)
 

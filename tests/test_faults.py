@@ -243,8 +243,9 @@ def test_experiment_name_never_leads_outside_the_store(compose_config, filled_st
     uri, db, _ = filled_store
     names = ["../../outside/escaped", "/absolute/name", "..", "a/../../b"]
     for name in names:
-        outcome = run_job(compose_config(f"tracking.uri={uri}", f"tracking.experiment='{name}'",
-                                         *QUICK))  # fmt: skip
+        outcome = run_job(
+            compose_config(f"tracking.uri={uri}", f"tracking.experiment='{name}'", *QUICK)
+        )
         assert MlflowClient(uri).get_experiment(outcome.experiment_id).name == name  # kept
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     outside = [p for p in written if not p.is_relative_to(db.parent)]

@@ -25,15 +25,29 @@ def versions(client):
 
 def test_register_best_then_predict_as_pipeline_nn_does(store, tmp_path, monkeypatch):
     uri, client = store
-    swept = run_cli("pipeline.train", "-m", "sweep=default", "train=quick", "model.depth=1,2",
-                    "model.width=4", "train.learning_rate=0.5", "hydra.launcher.n_jobs=2",
-                    f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    swept = run_cli(
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        "train=quick",
+        "model.depth=1,2",
+        "model.width=4",
+        "train.learning_rate=0.5",
+        "hydra.launcher.n_jobs=2",
+        f"tracking.uri={uri}",
+        cwd=tmp_path,
+    )
     assert swept.returncode == 0, swept.stderr[-2000:]
     (parent,), _ = parents_and_children(client())
     best = parent.data.tags["best_run_id"]
 
-    done = subprocess.run(["make", "-s", "register", "RUN=best", f"ARGS=--tracking-uri {uri}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "register", "RUN=best", f"ARGS=--tracking-uri {uri}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"registered moons version 1 (champion) from run {best}")
     (version,) = versions(client())

@@ -22,10 +22,20 @@ def swept(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "dataset.n_samples=200",
-        "dataset.noise=0.3", "train.iterations=60", "train.log_every=5", "model.depth=1,3",
-        "model.width=64", "train.learning_rate=1.0,30", "hydra.launcher.n_jobs=2", cwd=folder,
-    )  # fmt: skip
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        "dataset.n_samples=200",
+        "dataset.noise=0.3",
+        "train.iterations=60",
+        "train.log_every=5",
+        "model.depth=1,3",
+        "model.width=64",
+        "train.learning_rate=1.0,30",
+        "hydra.launcher.n_jobs=2",
+        cwd=folder,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return folder, uri, done.stdout
 
@@ -33,8 +43,10 @@ def swept(tmp_path_factory):
 def best(runs, part):
     """The run with the best accuracy on ``part`` (val or test), then the lowest cost."""
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    return max(finished, key=lambda r: (r.data.metrics[f"{part}_accuracy"],
-                                        -r.data.metrics[f"{part}_cost"]))  # fmt: skip
+    return max(
+        finished,
+        key=lambda r: (r.data.metrics[f"{part}_accuracy"], -r.data.metrics[f"{part}_cost"]),
+    )
 
 
 def test_the_sweep_and_the_report_rank_by_validation_not_test(swept):

@@ -114,8 +114,11 @@ def test_a_stop_while_the_search_is_checked_is_clean(store, tmp_path, signum):
     ]
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.search", f"tracking.uri={uri}", *TINY, *big],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_until(lambda: stops_caught(process.pid))  # its stop handlers set: checking corners
     assert process.poll() is None
     process.send_signal(signum)
@@ -208,8 +211,15 @@ def test_resume_takes_overrides_on_both_sides_of_the_option(store, tmp_path):
     overrides after the option when some came before it, in two lines (usage and error)."""
     uri, _ = store
     assert search(uri, cwd=tmp_path).returncode == 0
-    done = run_cli("pipeline.search", "search.n_trials=1", "--resume", "latest",
-                   f"tracking.uri={uri}", "search.workers=1", cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "pipeline.search",
+        "search.n_trials=1",
+        "--resume",
+        "latest",
+        f"tracking.uri={uri}",
+        "search.workers=1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 trials in 1 workers" in done.stdout and "2 trials before" in done.stdout
 
@@ -244,8 +254,9 @@ def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path):
     grid = ["pipeline.train", "-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2"]
     assert run_cli(*grid, "model.width=4", cwd=tmp_path).returncode == 0
     assert search(uri, cwd=tmp_path).returncode == 0
-    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                      cwd=tmp_path)  # fmt: skip
+    resumed = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
 

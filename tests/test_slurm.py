@@ -23,10 +23,18 @@ from tests.test_sweep_survives import started
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-SLURM = ["hydra/launcher=slurm", f"hydra.launcher.partition={slurm_cluster.PARTITION}",
-         "hydra.launcher.mem_gb=1"]  # fmt: skip
-TWO_JOBS = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=4",
-            "train.learning_rate=0.5"]  # fmt: skip
+SLURM = [
+    "hydra/launcher=slurm",
+    f"hydra.launcher.partition={slurm_cluster.PARTITION}",
+    "hydra.launcher.mem_gb=1",
+]
+TWO_JOBS = [
+    "sweep=default",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=4",
+    "train.learning_rate=0.5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +57,9 @@ def sweep_env(cluster: slurm_cluster.Cluster, **extra: str) -> dict[str, str]:
 def test_a_sweep_runs_as_slurm_jobs_against_a_tracking_server(slurm, server, tmp_path):
     base, port, log = server
     env = sweep_env(slurm, PORT=str(port))
-    done = run_cli("pipeline.train", "-m", *TWO_JOBS, *SLURM, "tracking=server", cwd=tmp_path,
-                   env=env)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", *TWO_JOBS, *SLURM, "tracking=server", cwd=tmp_path, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sweep done in" in done.stdout and ": 2 finished" in done.stdout, done.stdout
 
@@ -67,27 +76,45 @@ def test_a_sweep_runs_as_slurm_jobs_against_a_tracking_server(slurm, server, tmp
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
             assert sorted(steps) == list(range(0, 201, 2)), (child.info.run_name, key)
     # the jobs ran as Slurm jobs of this cluster (an array of 2), which its accounting knows
-    accounted = slurm.run("sacct", "--noheader", "--parsable2", "--allocations",
-                          "--format=JobID,State").stdout.split()  # fmt: skip
+    accounted = slurm.run(
+        "sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State"
+    ).stdout.split()
     assert len(accounted) == 2 and all(line.endswith("|COMPLETED") for line in accounted)
     assert not errors_in(log)
 
 
 # Two jobs of minutes (30000 iterations): long enough to stop one while it trains.
-LONG_JOBS = ["sweep=default", "model.depth=3", "model.width=64", "train.learning_rate=0.1,0.2",
-             "train.iterations=30000", "train.log_every=100"]  # fmt: skip
+LONG_JOBS = [
+    "sweep=default",
+    "model.depth=3",
+    "model.width=64",
+    "train.learning_rate=0.1,0.2",
+    "train.iterations=30000",
+    "train.log_every=100",
+]
 
 
 def start_sweep(cluster, tmp_path, *args: str) -> subprocess.Popen:
     """A sweep on the cluster, in a process group of its own, with a SQLite store in
     tmp_path; its stdout and stderr go to out.txt and err.txt there."""
-    command = [sys.executable, "-m", "pipeline.train", "-m", *SLURM,
-               f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}", *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "-m",
+        *SLURM,
+        f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+        *args,
+    ]
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
         return subprocess.Popen(
-            command, cwd=tmp_path, stdout=out, stderr=err, env=os.environ | sweep_env(cluster),
+            command,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+            env=os.environ | sweep_env(cluster),
             start_new_session=True,
-        )  # fmt: skip
+        )
 
 
 def running_children(tmp_path) -> list:
@@ -131,11 +158,15 @@ def test_a_job_cancelled_with_scancel_ends_killed_saying_so(slurm, tmp_path):
         wait_for_store(lambda: len(running_children(tmp_path)) == 2, "both runs to start")
         cancelled = running_children(tmp_path)[0]
         client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-        wait_for_store(lambda: client.get_metric_history(cancelled.info.run_id, "train_cost"),
-                       "the run's first points")  # fmt: skip
+        wait_for_store(
+            lambda: client.get_metric_history(cancelled.info.run_id, "train_cost"),
+            "the run's first points",
+        )
         slurm.run("scancel", slurm_job_of(slurm, cancelled))
-        wait_for_store(lambda: client.get_run(cancelled.info.run_id).info.status != "RUNNING",
-                       "the cancelled run to end")  # fmt: skip
+        wait_for_store(
+            lambda: client.get_run(cancelled.info.run_id).info.status != "RUNNING",
+            "the cancelled run to end",
+        )
         run = client.get_run(cancelled.info.run_id)
         assert run.info.status == "KILLED"
         assert run.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
@@ -144,14 +175,21 @@ def test_a_job_cancelled_with_scancel_ends_killed_saying_so(slurm, tmp_path):
 
 def test_a_job_over_its_time_limit_ends_killed_by_slurms_sigterm_with_its_points(slurm, tmp_path):
     # one job of hours, in a 1-minute limit: Slurm's SIGTERM comes at about 1 min
-    launcher = start_sweep(slurm, tmp_path, *LONG_JOBS[:3], "train.learning_rate=0.1",
-                           "train.iterations=10000000", "hydra.launcher.timeout_min=1")  # fmt: skip
+    launcher = start_sweep(
+        slurm,
+        tmp_path,
+        *LONG_JOBS[:3],
+        "train.learning_rate=0.1",
+        "train.iterations=10000000",
+        "hydra.launcher.timeout_min=1",
+    )
     with ended(launcher, slurm):
         wait_for_store(lambda: len(running_children(tmp_path)) == 1, "the run to start")
         (job,) = running_children(tmp_path)
         client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-        wait_for_store(lambda: client.get_run(job.info.run_id).info.status != "RUNNING",
-                       "the run to end")  # fmt: skip
+        wait_for_store(
+            lambda: client.get_run(job.info.run_id).info.status != "RUNNING", "the run to end"
+        )
         run = client.get_run(job.info.run_id)
         assert run.info.status == "KILLED", run.data.tags.get("failure_reason")
         assert run.data.tags.get("killed_reason") == slurm_reasons.TIME_LIMIT

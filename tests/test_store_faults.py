@@ -67,8 +67,14 @@ def test_a_database_server_that_is_silent_is_one_line(tmp_path):
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         uri = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db"
-        done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, cwd=tmp_path,
-                       env={"PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+        done = run_cli(
+            "pipeline.train",
+            f"tracking.uri={uri}",
+            *QUICK,
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
     assert_one_error_line(done, f"the store {uri} cannot be used", "timeout expired")
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -121,8 +127,11 @@ def small_disk(tmp_path):
     where this machine cannot mount one (mounting needs root)."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
 
@@ -140,16 +149,16 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(small_disk,
-                                                                            tmp_path):  # fmt: skip
+def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(small_disk, tmp_path):
     disk, _ = small_disk(2048)
     uri = f"sqlite:///{disk / 'mlflow.db'}"
     tracking.connect(uri)  # the store's schema, before the disk is filled
     _, filler = small_disk(250)  # room for the parent and a job or two, not six
     env = {"PYTHONPATH": str(ROOT)}
     grid = ["model.depth=1,2,3", "model.width=4,8"]
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, *grid, cwd=tmp_path,
-                   env=env)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, *grid, cwd=tmp_path, env=env
+    )
     assert_one_error_line(done, "the store's disk is full: ", "RESUME=latest", code=1)
     client = MlflowClient(uri)
     (parent,) = [r for r in all_runs(client) if tracking.SWEEP_TAG in r.data.tags]
@@ -158,13 +167,17 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(smal
     else:
         assert "ended FAILED" in done.stderr
     filler.unlink()  # space freed
-    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                      cwd=tmp_path, env=env)  # fmt: skip
+    resumed = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Traceback" not in resumed.stderr
     runs = all_runs(client)
-    finished = [r.data.tags["config_digest"] for r in runs
-                if tracking.parent_of(r) and r.info.status == "FINISHED"]  # fmt: skip
+    finished = [
+        r.data.tags["config_digest"]
+        for r in runs
+        if tracking.parent_of(r) and r.info.status == "FINISHED"
+    ]
     assert len(finished) == len(set(finished)) == 6  # each job once
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 

@@ -22,8 +22,10 @@ def stop_reason() -> str | None:
     try:
         done = subprocess.run(
             ["squeue", "--noheader", f"--jobs={job_id}", "--format=%A %T %r"],
-            capture_output=True, text=True, timeout=QUEUE_SECONDS,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=QUEUE_SECONDS,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     # an array's first job id also names the whole array: this job's line is its own id's

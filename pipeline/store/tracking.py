@@ -429,9 +429,13 @@ class LiveCurves:
     def finish(self, final: Mapping[str, float], tags: Mapping[str, Any], final_step: int) -> None:
         """The points not sent yet, the final metrics and the tags, in one batch."""
         log_results(
-            self.client, self.run_id, final=final, tags=tags, final_step=final_step,
+            self.client,
+            self.run_id,
+            final=final,
+            tags=tags,
+            final_step=final_step,
             points=self.pending,
-        )  # fmt: skip
+        )
         self.pending = []
 
 
