@@ -7,8 +7,8 @@ its process gets the entry points' settings.
     if __name__ == "__main__":
         sys.exit(entry.run(main))
 
-``main(argv)`` is what a test calls in its own process; ``run`` adds what only a process of
-its own may do (``settings.tune_for_jobs``).
+A test calls ``main(argv)`` in the test's process; ``run`` adds what only the command
+line's process may do (``settings.tune_for_jobs``).
 """
 
 import functools
@@ -17,22 +17,22 @@ from collections.abc import Callable
 from pipeline.processes import settings, stopping
 from pipeline.processes.errors import USER_ERROR, InputError, say
 
-Main = Callable[[list[str] | None], int | None]
+Main = Callable[[list[str] | None], int]
 # An error's one line if it is a user's mistake a higher layer knows (a config, the store);
 # None for any other error, which keeps its traceback.
 Explain = Callable[[BaseException], str | None]
 
 
-def point(*explainers: Explain) -> Callable[[Main], Callable[[list[str] | None], int]]:
+def point(*explainers: Explain) -> Callable[[Main], Main]:
     """Decorator: ``main(argv)`` returning its exit code, where a user's mistake (InputError,
     or an error one of ``explainers`` explains) is one line ``error: ...`` on stderr and exit
     2, and a stop before ``main`` handles it (Ctrl-C, SIGTERM) is exit 130 or 143."""
 
-    def wrap(main: Main) -> Callable[[list[str] | None], int]:
+    def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def one_line_errors(argv: list[str] | None = None) -> int:
             try:
-                return main(argv) or 0
+                return main(argv)
             except KeyboardInterrupt as stop:
                 return stopping.exit_code(stop)
             except Exception as error:
