@@ -156,7 +156,9 @@ LONG_NAME = "x" * 501  # MLflow's limit is 500 characters
 
 
 @pytest.mark.parametrize(
-    ("entry", "sweep"), [(train.main, []), (train.main, ["-m"]), (search.main, [])], ids=str
+    ("entry", "sweep"),
+    [(train.main, []), (train.main, ["-m"]), (search.main, [])],
+    ids=["train", "sweep", "search"],  # the same in every process, as pytest-xdist needs
 )
 @pytest.mark.parametrize(
     ("overrides", "message"),
