@@ -10,18 +10,22 @@ import os
 import shlex
 import sys
 
-from pipeline.processes.errors import fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 
 
-def main(argv: list[str]) -> None:
-    module, *args = argv
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """Replaces this process with the entry point of ``argv`` and ``$ARGS``; returns only
+    on bad input."""
+    module, *args = sys.argv[1:] if argv is None else argv
     text = os.environ.get("ARGS", "")
     try:
         words = shlex.split(text)
     except ValueError as error:  # an unclosed quote
-        fail(f"ARGS={text} cannot be split into words: {error}")
+        raise InputError(f"ARGS={text} cannot be split into words: {error}") from None
     os.execv(sys.executable, [sys.executable, "-m", module, *args, *words])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(entry.run(main))

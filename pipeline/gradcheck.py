@@ -14,9 +14,7 @@ import sys
 import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.job import config
 from pipeline.job import data as datasets
@@ -29,7 +27,8 @@ from pipeline.nn.gradient_check import (
     layer_line,
     verdict,
 )
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 
 config.register()
 BATCH = 64  # training examples the gradients are checked on
@@ -41,8 +40,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
     parsed = OverridesParser.create().parse_overrides(overrides)
     sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
     if sweeps:
-        raise InputError(f"{sweeps[0]} is a sweep: the gradient check is of one network, "
-                         "give one value")  # fmt: skip
+        raise InputError(
+            f"{sweeps[0]} is a sweep: the gradient check is of one network, give one value"
+        )
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     config.validate(cfg)
@@ -78,22 +78,18 @@ def check(cfg: DictConfig, backward: Backward = L_model_backward) -> tuple[list[
     return lines, all(c.passed for c in checks)
 
 
+@entry.point(config.error_line)
 def main(argv: list[str] | None = None) -> int:
     """The exit code: 0 passed, 1 a layer differs; bad overrides exit 2 with one line."""
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
         print(__doc__)
         return 0
-    try:
-        cfg = compose_config(argv)
-    except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
-        fail(config.error_line(error))
-    except InputError as error:
-        fail(error)
+    cfg = compose_config(argv)
     lines, passed = check(cfg)
     print("\n".join(lines))
     return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry.run(main))

@@ -8,31 +8,29 @@ one line and exit 2, nothing registered.
 """
 
 import argparse
+import sys
 from functools import partial
 
 from pipeline.job.recorded import training_of
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
 from pipeline.store import tracking
 from pipeline.store.model import ALIAS, best_run_id, register
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The registration of the command line ``argv``; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run id, or best: the latest sweep's best run")
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
-        run_id = best_run_id(client) if args.run == "best" else args.run
-        done = register(client, run_id, partial(training_of, client))
-    except InputError as error:
-        fail(error)
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri))
+    run_id = best_run_id(client) if args.run == "best" else args.run
+    done = register(client, run_id, partial(training_of, client))
     print(f"registered {done.name} version {done.version} ({ALIAS}) from run {done.run_id}")
     print(f'load it: mlflow.pyfunc.load_model("models:/{done.name}@{ALIAS}")')
+    return 0
 
 
 if __name__ == "__main__":
-    settings.skip_final_collection()
-    settings.give_up_on_silent_servers()
-    main()
+    sys.exit(entry.run(main))

@@ -15,19 +15,22 @@ import argparse
 import errno
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 from pipeline.store import plots, tables, tracking
 
-SHOWN = ["run", "status", "depth", "width", "learning_rate", "optimizer", "batch_size", "l2",
-         "train_cost", "val_cost", "test_cost", "train_accuracy", "val_accuracy",
-         "test_accuracy", "seconds"]  # fmt: skip
+SHOWN = [
+    *("run", "status", "depth", "width", "learning_rate", "optimizer", "batch_size", "l2"),
+    *("train_cost", "val_cost", "test_cost", "train_accuracy", "val_accuracy", "test_accuracy"),
+    "seconds",
+]
 
 
 def select_runs(client: MlflowClient, args: argparse.Namespace) -> tuple[str, list, str | None]:
@@ -97,7 +100,9 @@ def output_problem(out: str, error: OSError) -> str:
     return f"cannot write the report in {out} ({error.strerror}): choose another folder with --out"
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The report of the command line ``argv``; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--sweep", metavar="PARENT_RUN_ID", help="a sweep (default: the latest)")
@@ -107,26 +112,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10, help="rows printed (default 10)")
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        client = tracking.connect(tracking.tracking_uri(args.tracking_uri), read_only=True)
-        name, runs, parent = select_runs(client, args)
-    except InputError as error:
-        fail(error)
+    client = tracking.connect(tracking.tracking_uri(args.tracking_uri), read_only=True)
+    name, runs, parent = select_runs(client, args)
     note = parent and tables.unfinished(client, client.get_run(parent))
     if note:
         print(note, flush=True)
     if not runs:
-        fail(f"{name} has no runs to report")
+        raise InputError(f"{name} has no runs to report")
     table = tables.runs_table(runs)
     try:
         files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
     except OSError as error:
-        fail(output_problem(args.out, error))
+        raise InputError(output_problem(args.out, error)) from None
     print(f"{name}: {len(table)} runs, {tables.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
     if not parent:
-        return
+        return 0
     read_only = tracking.unwritable(client.tracking_uri)
     refused = not read_only and tracking.write_refused(client, parent)
     if read_only:
@@ -136,9 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         client.log_artifacts(parent, str(files[0].parent), artifact_path="report")
         print(f"and logged to the sweep's parent run {parent} under report/")
+    return 0
 
 
 if __name__ == "__main__":
-    settings.skip_final_collection()
-    settings.give_up_on_silent_servers()
-    main()
+    sys.exit(entry.run(main))

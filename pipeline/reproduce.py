@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 from pipeline.job.loop import Point, Stop
 from pipeline.job.recorded import config_file, recorded_config
 from pipeline.job.run import DIVERGED, run_job, run_name
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 from pipeline.store import tables, tracking
 
 # test_cost: one final point, or a whole curve in runs without a validation part
@@ -149,8 +149,10 @@ def reproduce(args: argparse.Namespace) -> int:
         tags = {"reproduced_from": original}
     cfg.tracking.uri = client.tracking_uri  # where runs go is not part of what is reproduced
     cut = cut_short(client, original, cfg) if original else None
-    print(f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}"
-          f"{f' {cut}' if cut else ''}", flush=True)  # fmt: skip
+    where = f" {cut}" if cut else ""
+    print(
+        f"reproducing {run_name(cfg)} on {cfg.dataset.name} from {args.target}{where}", flush=True
+    )
     stop = [StopAt(cut, original)] if cut else []
     if experiment:  # else run_job finds it, checked the same way
         tracking.check_writable(client, experiment, f"reproduce a run into experiment {experiment}")
@@ -163,7 +165,9 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0 if matches else 1
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The reproduction of the command line ``argv``; the exit code (0 match, 1 differs)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", help="a run id, or the path of a config.yaml")
     parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
@@ -171,12 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     tracking.add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        sys.exit(reproduce(args))
-    except InputError as error:
-        fail(error)
+    return reproduce(args)
 
 
 if __name__ == "__main__":
-    settings.tune_for_jobs()  # it trains
-    main()
+    sys.exit(entry.run(main))

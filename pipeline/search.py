@@ -39,18 +39,16 @@ from functools import partial
 import optuna
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from joblib import Parallel, delayed
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.job import config
 from pipeline.job.loop import Point, Stop
 from pipeline.job.run import Outcome, run_job, run_name
-from pipeline.processes import settings, stopping, workers
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry, settings, stopping, workers
+from pipeline.processes.errors import InputError
 from pipeline.store import tables, tracking
 from pipeline.sweeps import dimensions, grid, parent_run, studies
 
@@ -167,8 +165,8 @@ def work(launch: Launch, n_trials: int) -> None:
 def run_workers(launch: Launch) -> None:
     """The launch's trials shared among its workers, in joblib's processes (in this one for
     a single worker: no process to start)."""
-    shares = [launch.n_trials // launch.workers + (i < launch.n_trials % launch.workers)
-              for i in range(launch.workers)]  # fmt: skip
+    each, more = divmod(launch.n_trials, launch.workers)
+    shares = [each + (i < more) for i in range(launch.workers)]
     jobs = [delayed(work)(launch, n) for n in shares if n]
     Parallel(n_jobs=len(jobs), backend="loky")(jobs)
 
@@ -203,11 +201,13 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
     config_name = "config"
     if resume:
         parent_run.check_resume_target(resume)
-    task, _, hydra_own = grid.split_overrides(argv)
-    if hydra_own:
-        raise InputError(f"{hydra_own[0]} is Hydra's: a search's settings are search.* "
-                         "(search.n_trials, search.workers, ...)")  # fmt: skip
-    own = process_overrides(task)
+    task, _, hydra_overrides = grid.split_overrides(argv)
+    if hydra_overrides:
+        raise InputError(
+            f"{hydra_overrides[0]} is Hydra's: a search's settings are search.* "
+            "(search.n_trials, search.workers, ...)"
+        )
+    per_process = per_process_overrides(task)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg, space, plain = compose_search(config_name, task)
         uri = tracking.tracking_uri(cfg.tracking.uri)
@@ -226,17 +226,28 @@ def prepare(argv: list[str], resume: str | None) -> Launch:
         parent = None
         if not study:
             name = name or parent_run.parent_name(cfg.sweep_name)
-            study, parent = create(client, cfg, storage, url, name, space, task, own)
+            study, parent = create(client, cfg, storage, url, name, space, task, per_process)
         if parent is None:  # joined or resumed: the study's config, this process's settings
             run_id = parent_run_id(study)
             recorded = study.user_attrs[studies.OVERRIDES_ATTR]
             what = f"the study {study.study_name}"
-            overrides = parent_run.keep_recorded(what, recorded, task, own)
+            overrides = parent_run.keep_recorded(what, recorded, task, per_process)
             cfg, space, plain = compose_search(config_name, overrides)
             parent = join_study(client, study, run_id)
     n_before = len(study.get_trials(deepcopy=False))
-    return Launch(config_name, plain, space, url, study.study_name, parent, tables.launcher_id(),
-                  cfg.search.n_trials, cfg.search.workers, cfg.seed, n_before)  # fmt: skip
+    return Launch(
+        config_name,
+        plain,
+        space,
+        url,
+        study.study_name,
+        parent,
+        tables.launcher_id(),
+        cfg.search.n_trials,
+        cfg.search.workers,
+        cfg.seed,
+        n_before,
+    )
 
 
 def resumed(
@@ -246,8 +257,10 @@ def resumed(
     name = parent_run.find(client, which, "search").data.tags[tables.STUDY_TAG]
     study = studies.load(storage, name)
     if study is None:
-        raise InputError(f"the study {name} is not in {studies.hidden_password(url)}: give the "
-                         "database it was started in with search.storage=")  # fmt: skip
+        raise InputError(
+            f"the study {name} is not in {studies.hidden_password(url)}: give the database it "
+            "was started in with search.storage="
+        )
     return study
 
 
@@ -259,7 +272,7 @@ def create(
     name: str,
     space: dict[str, str],
     task: list[str],
-    own: list[str],
+    per_process: list[str],
 ) -> tuple[optuna.Study, parent_run.Parent | None]:
     """A new study ``name`` and its parent run of the same name, this process working on it;
     (the study, the parent). If another process has just made a study of that name (both
@@ -269,7 +282,7 @@ def create(
     except optuna.exceptions.DuplicatedStudyError:  # search.study=name, made meanwhile
         return studies.load(storage, name), None
     name = study.study_name
-    overrides = [o for o in task if o not in own]
+    overrides = [o for o in task if o not in per_process]
     record = partial(studies.record_parent, study, overrides=overrides, me=tables.launcher_id())
     try:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
@@ -297,7 +310,7 @@ def new_study(storage: optuna.storages.RDBStorage, name: str, numbered: bool) ->
                 raise
 
 
-def process_overrides(task: list[str]) -> list[str]:
+def per_process_overrides(task: list[str]) -> list[str]:
     """The overrides that are this process's own, not the study's: how many trials it adds
     and how (``search.*`` but its space), and where it tracks them (``tracking``, the same
     store however it is reached); a process joining or resuming a study may change them."""
@@ -316,8 +329,10 @@ def parent_run_id(study: optuna.Study) -> str:
     deadline = time.monotonic() + JOIN_SECONDS
     while (run_id := study.user_attrs.get(studies.PARENT_ATTR)) is None:
         if time.monotonic() > deadline:
-            raise InputError(f"the study {study.study_name} has no parent run: the process "
-                             "that made it stopped first; start another study")  # fmt: skip
+            raise InputError(
+                f"the study {study.study_name} has no parent run: the process that made it "
+                "stopped first; start another study"
+            )
         time.sleep(0.5)
     return run_id
 
@@ -330,8 +345,10 @@ def join_study(client: MlflowClient, study: optuna.Study, run_id: str) -> parent
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise InputError(f"the study's parent run {run_id} is not in {client.tracking_uri}: "
-                         "use the store it was started with (tracking.uri=)") from None  # fmt: skip
+        raise InputError(
+            f"the study's parent run {run_id} is not in {client.tracking_uri}: use the store it "
+            "was started with (tracking.uri=)"
+        ) from None
     fail_left_running = partial(studies.fail_running_trials, study)
     return parent_run.join(client, run, others, on_reopen=fail_left_running)
 
@@ -358,7 +375,9 @@ def launched_study(launch: Launch) -> optuna.Study:
     return studies.load(studies.open_storage(launch.storage), launch.study)
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point(config.error_line, tracking.full_disk_error_line)
+def main(argv: list[str] | None = None) -> int:
+    """The search of the command line ``argv``; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--resume",
@@ -369,21 +388,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)  # overrides on both sides of --resume
     stopping.catch_stops()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what it does
-    try:
-        launch = prepare(args.overrides, args.resume)
-    except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
-        fail(config.error_line(error))
-    except InputError as error:
-        fail(error)
-    except KeyboardInterrupt as interrupted:  # before the search started: nothing is left
-        sys.exit(stopping.exit_code(interrupted))
-    print(f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
-          f"{dimensions.swept(launch.space)}; {launch.n_before} trials before; parent run "
-          f"{launch.parent.run_id}", flush=True)  # fmt: skip
+    launch = prepare(args.overrides, args.resume)
+    print(
+        f"search {launch.study}: {launch.n_trials} trials in {launch.workers} workers over "
+        f"{dimensions.swept(launch.space)}; {launch.n_before} trials before; parent run "
+        f"{launch.parent.run_id}",
+        flush=True,
+    )
     body, end = partial(run_workers, launch), partial(end_search, launch)
     wait = partial(parent_run.wait_for_running_jobs, launch.parent)
     failure = partial(parent_run.failure_line, launch.parent, "search")
-    sys.exit(stopping.run_to_end(body, end, wait, failure))
+    return stopping.run_to_end(body, end, wait, failure)
 
 
 if __name__ == "__main__":
@@ -391,5 +406,4 @@ if __name__ == "__main__":
     # pipeline.search then, not by value from __main__, which a worker cannot import.
     from pipeline.search import main as importable_main
 
-    settings.tune_for_jobs()
-    importable_main()
+    sys.exit(entry.run(importable_main))

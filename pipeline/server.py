@@ -13,19 +13,23 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 from pipeline.store import auth, tracking
 from pipeline.store.web import add_address_arguments, address, serve
 
 DEFAULT_BACKEND = "sqlite:///mlruns/server/mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns/server/artifacts"
 # What each optional part of the server imports, and the extra that brings it.
-NEEDS = {"auth": ("flask_wtf", "mlflow[auth]"), "metrics": ("prometheus_flask_exporter",
-         "prometheus-flask-exporter")}  # fmt: skip
+NEEDS = {
+    "auth": ("flask_wtf", "mlflow[auth]"),
+    "metrics": ("prometheus_flask_exporter", "prometheus-flask-exporter"),
+}
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The server of the command line ``argv``; its exit code once it ends."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_address_arguments(parser)
     parser.add_argument("--backend-store-uri", default=DEFAULT_BACKEND, help="%(default)s")
@@ -49,22 +53,16 @@ def main(argv: list[str] | None = None) -> None:
         help="%(default)s",
     )
     parser.add_argument("--metrics", action="store_true", help="Prometheus metrics on /metrics")
-    args = parser.parse_args(argv)  # fmt: skip
-    try:
-        host, port = address(args)
-        command, environment = server_command(args, host, port)
-    except InputError as error:
-        fail(error)
+    args = parser.parse_args(argv)
+    host, port = address(args)
+    command, environment = server_command(args, host, port)
 
     def announce(base: str) -> None:
         print(f"MLflow tracking server on {base} (store {args.backend_store_uri}).", flush=True)
         print(f"Runs go there with tracking=server; the UI: {tracking.experiments_url(base)}")
 
     os.environ.update(environment)  # the server's child inherits it: nothing on its argv
-    try:
-        sys.exit(serve(command, host, port, announce))
-    except InputError as error:
-        fail(error)
+    return serve(command, host, port, announce)
 
 
 def server_command(args: argparse.Namespace, host: str, port: int) -> tuple[list, dict]:
@@ -104,10 +102,11 @@ def server_folder(backend: str, artifacts: str) -> Path:
 def check_installed(part: str) -> None:
     module, extra = NEEDS[part]
     if importlib.util.find_spec(module) is None:
-        raise InputError(f"the server's {part} needs {extra} ({module} is not installed): "
-                         "make install (the server extra)")  # fmt: skip
+        raise InputError(
+            f"the server's {part} needs {extra} ({module} is not installed): "
+            "make install (the server extra)"
+        )
 
 
 if __name__ == "__main__":
-    settings.skip_final_collection()
-    main()
+    sys.exit(entry.run(main))

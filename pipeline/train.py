@@ -5,7 +5,7 @@
 Thin wiring. Before Hydra starts, every job's config is checked here, so that a bad
 value is one line and exit 2 before anything is created. A sweep's parent run is created
 (or, with ``--resume``, reopened) here too, so that a broken store stops the sweep before
-any job runs; then Hydra launches the jobs, each of which runs ``main``; then the sweep
+any job runs; then Hydra launches the jobs, each of which runs ``job``; then the sweep
 ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 """
 
@@ -22,26 +22,25 @@ from functools import partial
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError
 
 from pipeline.job import config
-from pipeline.processes import settings, stopping, workers
+from pipeline.processes import entry, settings, stopping, workers
 from pipeline.processes.errors import InputError, fail, first_line
 from pipeline.store import tables, tracking
 from pipeline.sweeps import grid, hydra_adapter, parent_run
 
 config.register()
-OWN_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
+SWEEP_FLAGS = {"--resume": True, "--dry-run": False}  # ours, not Hydra's: takes a value?
 RAY_CONNECT_SECONDS = 5.0  # how long a Ray cluster's address gets to answer
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Returns the job's selection accuracy (validation, or test without a validation part);
-    None if it diverged."""
+def job(cfg: DictConfig) -> float | None:
+    """Hydra's task function, one job: its selection accuracy (validation, or test without a
+    validation part); None if it diverged."""
     if workers.state.stopped_by:
         return None  # this worker was stopped: its sweep is ending
     settings.tune_for_jobs()  # also in a sweep's worker processes
@@ -72,7 +71,7 @@ def main(cfg: DictConfig) -> float | None:
             listeners=[stopping.raise_if_stopped],
             guard=workers.state.guard,
         )
-    except config.ConfigError as error:
+    except config.ConfigError as error:  # fail: Hydra prints any exception with its traceback
         if parent:  # a sweep's job: Hydra records it as failed
             raise
         fail(error)
@@ -80,8 +79,8 @@ def main(cfg: DictConfig) -> float | None:
         if not tracking.full_disk(error):
             raise
         if parent:  # the launcher's end of the sweep says it, once, in one line
-            print(f"[job {hydra_cfg.job.num + 1}] not recorded: the store's disk is full",
-                  flush=True)  # fmt: skip
+            number = hydra_cfg.job.num + 1
+            print(f"[job {number}] not recorded: the store's disk is full", flush=True)
             return None
         uri = tracking.tracking_uri(cfg.tracking.uri)
         fail(tracking.full_disk_line(uri, "free space, then run it again"))
@@ -95,78 +94,84 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def parse(argv: list[str]):
-    """(Hydra's namespace, our own flags) of the command line; exit 2 on misuse."""
-    own, rest, i = {}, [], 0
+    """(Hydra's namespace, our sweep flags, the rest for Hydra) of the command line;
+    InputError on misuse."""
+    flags, rest, i = {}, [], 0
     while i < len(argv):
         flag = argv[i].split("=", 1)[0]
-        if flag in OWN_FLAGS:
-            takes_value = OWN_FLAGS[flag]
+        if flag in SWEEP_FLAGS:
+            takes_value = SWEEP_FLAGS[flag]
             if takes_value and "=" not in argv[i] and i + 1 >= len(argv):
-                fail(f"{flag} needs a value: a sweep's parent run id, or latest")
+                raise InputError(f"{flag} needs a value: a sweep's parent run id, or latest")
             value = argv[i].partition("=")[2] or (argv[i + 1] if takes_value else True)
             i += 1 if "=" in argv[i] or not takes_value else 2
-            own[flag.lstrip("-").replace("-", "_")] = value
+            flags[flag.lstrip("-").replace("-", "_")] = value
             continue
         rest.append(argv[i])
         i += 1
     args = hydra_adapter.args_parser().parse_args(rest)
     modes = [args.run, args.multirun, args.cfg, args.info, args.shell_completion]
     if sum(bool(mode) for mode in modes) > 1:  # Hydra would raise with a traceback
-        fail("give only one of --run, --multirun, --cfg, --info and --shell-completion")
-    flags = ", ".join("--" + k.replace("_", "-") for k in own)
-    if own and not args.multirun:
-        fail(f"{flags} go with a sweep (-m)")
-    if own and (args.config_path or args.config_dir):  # Hydra alone runs such a sweep
-        fail(f"{flags} go with a sweep of conf/, without --config-dir or --config-path")
-    return args, own, rest
+        raise InputError("give only one of --run, --multirun, --cfg, --info and --shell-completion")
+    given = ", ".join("--" + k.replace("_", "-") for k in flags)
+    if flags and not args.multirun:
+        raise InputError(f"{given} go with a sweep (-m)")
+    if flags and (args.config_path or args.config_dir):  # Hydra alone runs such a sweep
+        raise InputError(f"{given} go with a sweep of conf/, without --config-dir or --config-path")
+    return args, flags, rest
 
 
-def run_sweep(args, own: dict) -> int:
+def run_sweep(args, flags: dict) -> int:
     """Plan and check the sweep, create or reopen its parent, let Hydra launch the jobs, end
     the sweep; returns the exit code. Errors before any job runs are one line and exit 2."""
     name = args.config_name or "config"
-    if own.get("resume"):
-        parent_run.check_resume_target(own["resume"])
-    task, plain, hydra_own = grid.split_overrides(args.overrides, RunMode.MULTIRUN)
+    if flags.get("resume"):
+        parent_run.check_resume_target(flags["resume"])
+    task, plain, hydra_overrides = grid.split_overrides(args.overrides, RunMode.MULTIRUN)
     with initialize_config_dir(config_dir=str(config.CONF), version_base="1.3"):
         cfg = compose(name, overrides=plain, return_hydra_config=True)
-        warming = None if own.get("dry_run") else warm_workers(cfg.hydra.launcher)
-        if not own.get("dry_run"):
+        warming = None if flags.get("dry_run") else warm_workers(cfg.hydra.launcher)
+        if not flags.get("dry_run"):
             connect_ray(cfg.hydra.launcher)
         uri = tracking.tracking_uri(cfg.tracking.uri)
-        if own.get("resume"):
+        if flags.get("resume"):
             client = tracking.connect(uri)
-            run = parent_run.find(client, own["resume"])
+            run = parent_run.find(client, flags["resume"])
             recorded = tables.recorded_jobs(client, run)
             task = parent_run.keep_recorded(run.info.run_name, recorded["argv"], task)
-            plain = grid.split_overrides(task)[1] + hydra_own
+            plain = grid.split_overrides(task)[1] + hydra_overrides
             cfg = compose(name, overrides=plain, return_hydra_config=True)
         if cfg.search.space:
-            raise InputError(f"sweep={cfg.sweep_name} is a search: run it with make search "
-                             "(python -m pipeline.search)")  # fmt: skip
-        if own.get("dry_run") and not own.get("resume"):  # each job listed as it is checked
+            raise InputError(
+                f"sweep={cfg.sweep_name} is a search: run it with make search "
+                "(python -m pipeline.search)"
+            )
+        if flags.get("dry_run") and not flags.get("resume"):  # each job listed as it is checked
             jobs = grid.planned_jobs(cfg.hydra.sweeper, task, cfg.sweep.max_jobs)
             return dry_run(grid.checked_jobs(name, cfg, jobs), len(jobs), cfg)
         # a resumed sweep runs the jobs it recorded, however many
-        plan = grid.plan(name, cfg, task, None if own.get("resume") else cfg.sweep.max_jobs)
-        if own.get("resume") and plan.digests != recorded["digests"]:
+        plan = grid.plan(name, cfg, task, None if flags.get("resume") else cfg.sweep.max_jobs)
+        if flags.get("resume") and plan.digests != recorded["digests"]:
             raise InputError(
                 f"conf/ has changed since {run.info.run_name} started: its jobs are not the "
                 "same today; resume it from the commit it ran (tag git_commit)"
             )
-    if own.get("dry_run"):
+    if flags.get("dry_run"):
         done = parent_run.finished_digests(client, run.info.run_id)
         rows = zip(plan.jobs, plan.names, plan.digests, strict=True)
         return dry_run(rows, sum(digest not in done for digest in plan.digests), cfg, done)
     client = tracking.connect(uri)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
-    if own.get("resume"):
+    if flags.get("resume"):
         parent = parent_run.join(client, run, n_jobs=plan.n_jobs)
         finished = parent_run.finished_digests(client, run.info.run_id)
         parent.done = sorted(finished & set(plan.digests))
         left = plan.n_jobs - len(parent.done)
-        print(f"resuming {run.info.run_name}: {plan.n_jobs} jobs, {len(parent.done)} finished, "
-              f"{left} to run", flush=True)  # fmt: skip
+        print(
+            f"resuming {run.info.run_name}: {plan.n_jobs} jobs, {len(parent.done)} finished, "
+            f"{left} to run",
+            flush=True,
+        )
         if not left:
             parent_run.finish(parent, "FINISHED", 0.0)
             return 0
@@ -184,7 +189,7 @@ def run_sweep(args, own: dict) -> int:
             record=record,
         )
         print(f"sweep {parent_name}: {plan.n_jobs} jobs, parent run {parent.run_id}", flush=True)
-    hydra_argv = [sys.argv[0], "-m", *task, *hydra_own]  # what Hydra launches
+    hydra_argv = [sys.argv[0], "-m", *task, *hydra_overrides]  # what Hydra launches
     hydra_adapter.skip_job_check()
     hydra_adapter.reuse_in_this_process()  # the jobs a one-worker sweep runs in this process
     wait_for_slurm_jobs_ourselves(cfg.hydra.launcher)
@@ -311,7 +316,7 @@ def launch_until_done(parent: parent_run.Parent, hydra_argv: list[str]) -> None:
         since_ms = int(time.time() * 1000)
         with workers.DeathWatch() as watch:
             try:
-                return main()
+                return job()
             except BrokenProcessPool as error:
                 reason = workers.death_reason(error)
                 if not parent_run.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
@@ -332,37 +337,25 @@ def check_single(args) -> DictConfig | None:
     return cfg
 
 
-def cli(argv: list[str]) -> None:
-    args, own, rest = parse(argv)
+@entry.point(config.error_line, tracking.full_disk_error_line)
+def main(argv: list[str] | None = None) -> int:
+    """A job, or with ``-m`` a sweep, of the command line ``argv``; the exit code."""
+    args, flags, rest = parse(sys.argv[1:] if argv is None else argv)
     stopping.catch_stops()
-    try:
-        if args.multirun and not (args.config_path or args.config_dir):
-            sys.exit(run_sweep(args, own))
-        cfg = check_single(args)
-        if cfg is not None and not (args.cfg or args.info or args.help or args.shell_completion):
-            # the store answers before the job starts: a broken one is one line, no run
-            tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
-    except (config.ConfigError, HydraException, OmegaConfBaseException) as error:
-        fail(config.error_line(error))
-    except (InputError, tracking.StoreError) as error:
-        fail(error)
-    except KeyboardInterrupt as stop:  # before any run was created
-        sys.exit(stopping.exit_code(stop))
-    except Exception as error:  # a full disk before any job ran: the parent's creation
-        if not tracking.full_disk(error):
-            raise
-        fail(f"the store's disk is full ({first_line(error)}): free space, then run it again")
-    sys.argv = [sys.argv[0], *rest]
-    try:
-        main()
-    except KeyboardInterrupt as stop:
-        sys.exit(stopping.exit_code(stop))
+    if args.multirun and not (args.config_path or args.config_dir):
+        return run_sweep(args, flags)
+    cfg = check_single(args)
+    if cfg is not None and not (args.cfg or args.info or args.help or args.shell_completion):
+        # the store answers before the job starts: a broken one is one line, no run
+        tracking.connect(tracking.tracking_uri(cfg.tracking.uri))
+    sys.argv = [sys.argv[0], *rest]  # what Hydra's job() parses
+    job()
+    return 0
 
 
 if __name__ == "__main__":
     # Run the importable module's copy: a launcher pickles the job function by reference to
     # pipeline.train then, not by value from __main__, which a worker cannot import.
-    from pipeline.train import cli as importable_cli
+    from pipeline.train import main as importable_main
 
-    settings.tune_for_jobs()
-    importable_cli(sys.argv[1:])
+    sys.exit(entry.run(importable_main))

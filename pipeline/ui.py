@@ -8,26 +8,25 @@ import argparse
 import logging
 import sys
 
-from pipeline.processes import settings
-from pipeline.processes.errors import InputError, fail
+from pipeline.processes import entry
+from pipeline.processes.errors import InputError
 from pipeline.store import tracking
 from pipeline.store.tables import latest_sweep
 from pipeline.store.web import add_address_arguments, address, serve
 
 
-def main(argv: list[str] | None = None) -> None:
+@entry.point()
+def main(argv: list[str] | None = None) -> int:
+    """The UI of the command line ``argv``; its exit code once it ends."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_address_arguments(parser)
     args = parser.parse_args(argv)
     uri = tracking.tracking_uri()
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # a new store's INFO lines
-    try:
-        host, port = address(args)  # before the store is opened
-        if not uri.startswith("sqlite:"):  # sqlite:// (in memory) is refused by connect
-            raise InputError(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
-        client = tracking.connect(uri, read_only=True)  # it works, before the UI starts on it
-    except InputError as error:
-        fail(error)
+    host, port = address(args)  # before the store is opened
+    if not uri.startswith("sqlite:"):  # sqlite:// (in memory) is refused by connect
+        raise InputError(f"MLFLOW_TRACKING_URI={uri} is a server: open it in a browser instead")
+    client = tracking.connect(uri, read_only=True)  # it works, before the UI starts on it
 
     def announce(base: str) -> None:
         run = latest_sweep(client)
@@ -39,12 +38,8 @@ def main(argv: list[str] | None = None) -> None:
 
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user
-    try:
-        sys.exit(serve(command, host, port, announce))
-    except InputError as error:
-        fail(error)
+    return serve(command, host, port, announce)
 
 
 if __name__ == "__main__":
-    settings.skip_final_collection()
-    main()
+    sys.exit(entry.run(main))

@@ -98,11 +98,23 @@ def started_server(folder: Path, backend: str, auth: bool = False, *make_args: s
     env = os.environ | {"MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD} if auth else None
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={folder / 'artifacts'}",
-             f"BACKEND_URI={backend}", *(["AUTH=1"] if auth else []), *make_args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
+            [
+                "make",
+                "-s",
+                "server",
+                f"PORT={port}",
+                f"ARTIFACTS={folder / 'artifacts'}",
+                f"BACKEND_URI={backend}",
+                *(["AUTH=1"] if auth else []),
+                *make_args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+            text=True,
             env=env,
-        )  # fmt: skip
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         first_line = process.stdout.readline()  # printed once the server answers

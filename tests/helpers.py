@@ -1,5 +1,6 @@
 """Helpers for the tests: real subprocesses and real MLflow stores, nothing mocked."""
 
+import contextlib
 import json
 import os
 import signal
@@ -7,10 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-import types
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
 
 from pipeline.store import tracking
 
@@ -80,19 +82,32 @@ def assert_one_error_line(done, *fragments: str, code: int = 2) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def assert_entry_fails_in_one_line(entry, argv: list[str], capsys, *fragments: str) -> str:
-    """``entry(argv)``, an entry point's main function called in this process, exits 2 with
-    one line on stderr holding every fragment (as assert_one_error_line, without a process);
-    returns what it printed on stdout."""
-    capsys.readouterr()  # what came before
+def call_main(capture, main, *argv: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """``main(argv)``, an entry point's, called in this process as run_cli runs it in a new
+    one (in ``cwd``, with ``env``, without MLFLOW_TRACKING_URI): its exit code and what it
+    printed (``capture``: capsys, or capfd for its child processes' output too). The signal
+    handlers, unraisable hook, argv, environment and folder it may change are put back; Hydra's
+    global state must be left as it was (the next test's compose starts afresh)."""
+    hydra_initialized = GlobalHydra.instance().is_initialized()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    argv_before, hook, environment = sys.argv, sys.unraisablehook, dict(os.environ)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.update(env or {})
+    capture.readouterr()  # what came before
     try:
-        entry(argv)
-        code = 0
-    except SystemExit as exited:
+        with contextlib.chdir(cwd or os.getcwd()):
+            code = main(list(argv))
+    except SystemExit as exited:  # argparse's
         code = exited.code
-    printed = capsys.readouterr()
-    assert_one_error_line(types.SimpleNamespace(returncode=code, stderr=printed.err), *fragments)
-    return printed.out
+    finally:
+        sys.argv, sys.unraisablehook = argv_before, hook
+        os.environ.clear()
+        os.environ.update(environment)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    printed = capture.readouterr()
+    assert GlobalHydra.instance().is_initialized() == hydra_initialized, printed.err[-3000:]
+    return subprocess.CompletedProcess([main.__module__, *argv], code, printed.out, printed.err)
 
 
 def stops_caught(pid: int) -> bool:

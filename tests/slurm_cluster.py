@@ -65,8 +65,10 @@ def install() -> float:
     with no_services_started():
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", *PACKAGES],
-            check=True, capture_output=True, env=os.environ | quiet,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            env=os.environ | quiet,
+        )
     return time.monotonic() - started
 
 
@@ -145,9 +147,13 @@ def start_daemon(cluster: Cluster, name: str, command: list[str], **popen) -> No
     """``command`` in the foreground, in a session of its own, its output in ``name``.log."""
     with open(cluster.folder / f"{name}.log", "ab") as log:
         daemon = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=os.environ | cluster.env, **popen,
-        )  # fmt: skip
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=os.environ | cluster.env,
+            **popen,
+        )
     cluster.daemons.append(daemon)
 
 
@@ -164,12 +170,21 @@ def start_munged(cluster: Cluster) -> Path:
     log.touch()
     shutil.chown(log, "munge", "munge")
     start_daemon(
-        cluster, "munged-stdout",
-        ["munged", "--foreground", f"--socket={socket_path}", f"--key-file={MUNGE_KEY}",
-         f"--log-file={log}", f"--pid-file={folder / 'munged.pid'}",
-         f"--seed-file={folder / 'munged.seed'}"],
-        user="munge", group="munge", extra_groups=[],
-    )  # fmt: skip
+        cluster,
+        "munged-stdout",
+        [
+            "munged",
+            "--foreground",
+            f"--socket={socket_path}",
+            f"--key-file={MUNGE_KEY}",
+            f"--log-file={log}",
+            f"--pid-file={folder / 'munged.pid'}",
+            f"--seed-file={folder / 'munged.seed'}",
+        ],
+        user="munge",
+        group="munge",
+        extra_groups=[],
+    )
     wait_until(socket_path.exists, 30, "munged's socket", cluster)
     return socket_path
 
@@ -178,18 +193,35 @@ def start_mariadb(cluster: Cluster) -> int:
     """MariaDB in the folder, on 127.0.0.1 and a free port, with a user for slurmdbd; its port."""
     datadir, sock = cluster.folder / "mariadb", cluster.folder / "mariadb.sock"
     subprocess.run(
-        ["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root",
-         "--auth-root-authentication-method=socket", "--skip-test-db"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     start_daemon(
-        cluster, "mariadb",
-        ["mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={sock}",
-         f"--port={port}", "--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve",
-         f"--pid-file={cluster.folder / 'mariadb.pid'}", "--innodb-buffer-pool-size=64M",
-         "--skip-log-bin"],
-    )  # fmt: skip
+        cluster,
+        "mariadb",
+        [
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-name-resolve",
+            f"--pid-file={cluster.folder / 'mariadb.pid'}",
+            "--innodb-buffer-pool-size=64M",
+            "--skip-log-bin",
+        ],
+    )
     wait_until(lambda: sock.exists() and answers(port), 60, "MariaDB", cluster)
     grant = (
         f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';"
@@ -197,8 +229,9 @@ def start_mariadb(cluster: Cluster) -> int:
     )
     subprocess.run(
         ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", grant],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     return port
 
 
@@ -207,15 +240,25 @@ def start_slurmdbd(cluster: Cluster, munge_socket: Path, db_port: int) -> int:
     port = free_port()
     conf = cluster.folder / "slurmdbd.conf"
     conf.write_text(
-        "\n".join([
-            "AuthType=auth/munge", f"AuthInfo=socket={munge_socket}",
-            "DbdHost=localhost", "DbdAddr=127.0.0.1", f"DbdPort={port}", "SlurmUser=root",
-            f"PidFile={cluster.folder / 'slurmdbd.pid'}",
-            "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",
-            f"StoragePort={db_port}", f"StorageUser={DB_USER}", f"StoragePass={DB_PASSWORD}",
-            "StorageLoc=slurm_acct_db", "",
-        ])
-    )  # fmt: skip
+        "\n".join(
+            [
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={munge_socket}",
+                "DbdHost=localhost",
+                "DbdAddr=127.0.0.1",
+                f"DbdPort={port}",
+                "SlurmUser=root",
+                f"PidFile={cluster.folder / 'slurmdbd.pid'}",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=127.0.0.1",
+                f"StoragePort={db_port}",
+                f"StorageUser={DB_USER}",
+                f"StoragePass={DB_PASSWORD}",
+                "StorageLoc=slurm_acct_db",
+                "",
+            ]
+        )
+    )
     conf.chmod(0o600)  # slurmdbd refuses a config others can read: it holds the password
     start_daemon(cluster, "slurmdbd", ["slurmdbd", "-D"])  # its conf: beside SLURM_CONF
     wait_until(lambda: answers(port), 60, "slurmdbd", cluster)
@@ -225,29 +268,50 @@ def start_slurmdbd(cluster: Cluster, munge_socket: Path, db_port: int) -> int:
 def write_slurm_conf(cluster: Cluster, munge_socket: Path, dbd_port: int | None) -> None:
     host, folder = socket.gethostname().split(".")[0], cluster.folder
     accounting = (
-        ["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
-         f"AccountingStoragePort={dbd_port}", "JobAcctGatherType=jobacct_gather/linux",
-         f"AccountingStoragePass={munge_socket}"]  # munged's socket, to slurmdbd
-        if dbd_port else
-        ["AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none"]
-    )  # fmt: skip
+        [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=127.0.0.1",
+            f"AccountingStoragePort={dbd_port}",
+            "JobAcctGatherType=jobacct_gather/linux",
+            f"AccountingStoragePass={munge_socket}",
+        ]  # munged's socket, to slurmdbd
+        if dbd_port
+        else [
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+        ]
+    )
     (folder / "slurm.conf").write_text(
-        "\n".join([
-            f"ClusterName={CLUSTER_NAME}", f"SlurmctldHost={host}(127.0.0.1)",
-            f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
-            "AuthType=auth/munge", f"AuthInfo=socket={munge_socket}", "CredType=cred/munge",
-            "SlurmUser=root", "SlurmdUser=root", "MpiDefault=none", "ReturnToService=2",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "SchedulerType=sched/backfill", "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_CPU", "JobCompType=jobcomp/none",
-            f"StateSaveLocation={folder / 'state'}", f"SlurmdSpoolDir={folder / 'spool'}",
-            f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
-            f"SlurmdPidFile={folder / 'slurmd.pid'}",
-            *accounting,
-            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory=4096 State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP", "",
-        ])
-    )  # fmt: skip
+        "\n".join(
+            [
+                f"ClusterName={CLUSTER_NAME}",
+                f"SlurmctldHost={host}(127.0.0.1)",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={munge_socket}",
+                "CredType=cred/munge",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                "MpiDefault=none",
+                "ReturnToService=2",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SchedulerType=sched/backfill",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_CPU",
+                "JobCompType=jobcomp/none",
+                f"StateSaveLocation={folder / 'state'}",
+                f"SlurmdSpoolDir={folder / 'spool'}",
+                f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                *accounting,
+                f"NodeName={host} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory=4096 State=UNKNOWN",
+                f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+    )
 
 
 def node_idle(cluster: Cluster) -> bool:

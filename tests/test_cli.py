@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store."""
+"""The command line as a user runs it: real subprocesses, real Hydra, a real SQLite store; a
+refusal in one line through ``main(argv)`` in this process."""
 
 import importlib.util
 import json
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from pipeline import train
 from pipeline.store import tracking
 from tests.helpers import (
     ROOT,
     all_runs,
     assert_one_error_line,
+    call_main,
     free_port,
     parents_and_children,
     run_cli,
@@ -54,9 +57,9 @@ def test_single_job_from_the_command_line(store, tmp_path):
         ("dataset=mons", "error: dataset=mons is invalid: known options: blobs"),
     ],
 )
-def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, message):
+def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, capfd, override, message):
     uri, _ = store
-    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
+    done = call_main(capfd, train.main, f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
 
 
@@ -69,9 +72,10 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, override, mes
         ("--cfg=job", "error: give only one of --run, --multirun, --cfg"),
     ],
 )
-def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, message):
+def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, capfd, sweep, message):
     uri, _ = store
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, sweep, cwd=tmp_path)
+    argv = ["-m", f"tracking.uri={uri}", *QUICK, sweep]
+    done = call_main(capfd, train.main, *argv, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
 
 
@@ -79,10 +83,10 @@ def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, sweep, 
     importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
     reason="the ray extra is installed (.venv-ray)",
 )
-def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path):
+def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path, capfd):
     uri, _ = store
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK,
-                   "hydra/launcher=ray_cluster", "model.depth=1,2", cwd=tmp_path)  # fmt: skip
+    ray = ["hydra/launcher=ray_cluster", "model.depth=1,2"]
+    done = call_main(capfd, train.main, "-m", f"tracking.uri={uri}", *QUICK, *ray, cwd=tmp_path)
     message = "error: hydra/launcher=ray is not installed: pip install -e '.[ray]'"
     assert_refused_in_one_line(done, message, tmp_path)
 
@@ -97,9 +101,15 @@ def assert_refused_in_one_line(done, message, tmp_path):
 def sweep(uri, tmp_path, *overrides):
     launcher = [] if any("hydra/launcher" in o for o in overrides) else ["hydra.launcher.n_jobs=2"]
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", *QUICK, *overrides,
-        *launcher, cwd=tmp_path,
-    )  # fmt: skip
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        *QUICK,
+        *overrides,
+        *launcher,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -112,8 +122,11 @@ def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
     assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"} and parent.info.status == "FINISHED"
     assert {c.info.run_name for c in children} == {
-        "d1-w4-lr0.5", "d1-w8-lr0.5", "d2-w4-lr0.5", "d2-w8-lr0.5",
-    }  # fmt: skip
+        "d1-w4-lr0.5",
+        "d1-w8-lr0.5",
+        "d2-w4-lr0.5",
+        "d2-w8-lr0.5",
+    }
     assert {c.data.tags["job_number"] for c in children} == {"0", "1", "2", "3"}
     assert parent.info.run_name.startswith("default-")
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
@@ -152,16 +165,29 @@ def test_diverging_job_fails_while_its_sibling_finishes(store, tmp_path):
 def test_ctrl_c_leaves_no_run_running_and_keeps_the_points(store, tmp_path):
     uri, client = store
     command = [
-        sys.executable, "-m", "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}",
-        "train.iterations=10000000", "train.log_every=1000", "model.depth=1,2",
-        "model.width=4", "train.learning_rate=0.1", "hydra.launcher.n_jobs=2",
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        "train.iterations=10000000",
+        "train.log_every=1000",
+        "model.depth=1,2",
+        "model.width=4",
+        "train.learning_rate=0.1",
+        "hydra.launcher.n_jobs=2",
         "tracking.flush_seconds=1e9",  # no live batch: points reach the store only at the end
-    ]  # fmt: skip
+    ]
     # A terminal's Ctrl-C: SIGINT to the whole process group, workers included.
     process = subprocess.Popen(
-        command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+        command,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         first_line = process.stdout.readline()  # printed once the sweep has created the store
         assert b"parent run" in first_line, first_line
@@ -191,15 +217,23 @@ def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
     """Another process reads the store while the run trains: train_cost points are there."""
     uri, client = store
     command = [
-        sys.executable, "-m", "pipeline.train", f"tracking.uri={uri}",
-        "train.iterations=10000000", "train.log_every=200", "tracking.flush_seconds=0.5",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        f"tracking.uri={uri}",
+        "train.iterations=10000000",
+        "train.log_every=200",
+        "tracking.flush_seconds=0.5",
+    ]
     tracking.connect(uri)  # the store's tables first: two processes creating them would race
     # SIGINT as a terminal sends it, even if this test runs where it is ignored (a background job)
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
     try:
         deadline, seen = time.monotonic() + 120, []
         while len(seen) < 2 and time.monotonic() < deadline:  # two batches at least
@@ -237,8 +271,14 @@ def running(client):
 
 def test_sweep_through_the_submitit_local_launcher(store, tmp_path):
     uri, client = store
-    sweep(uri, tmp_path, "hydra/launcher=submitit_local", "model.depth=1,2", "model.width=4",
-          "train.learning_rate=0.5")  # fmt: skip
+    sweep(
+        uri,
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "model.depth=1,2",
+        "model.width=4",
+        "train.learning_rate=0.5",
+    )
     (parent,), children = parents_and_children(client())
     assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {parent.info.run_id}
@@ -255,8 +295,13 @@ MAKE_ERROR = re.compile(r"make(\[\d+\])?: \*\*\*")
 def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``make -s ARGS`` in the project's root; make's own "Error 2" line left out of stderr
     (``make: ***``, or ``make[1]: ***`` when the tests run under ``make test``)."""
-    done = subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          env=os.environ | (env or {}), timeout=300)  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ | (env or {}),
+        timeout=300,
+    )
     lines = done.stderr.splitlines()
     done.stderr = "\n".join(line for line in lines if not MAKE_ERROR.match(line))
     return done
@@ -299,8 +344,12 @@ def test_make_passes_a_path_with_spaces_and_quoted_overrides_whole(made_store, t
     config.write_text("a: 1\n")
     done = make("reproduce", f"RUN={config}", env={"MLFLOW_TRACKING_URI": uri})
     assert_one_error_line(done, f"{config} is not a config")  # the path reached it whole
-    done = make("sweep", "DRY=1", "ARGS='dataset=glob(m*)' model.depth=2 'tracking.experiment=a b'",
-                env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    done = make(
+        "sweep",
+        "DRY=1",
+        "ARGS='dataset=glob(m*)' model.depth=2 'tracking.experiment=a b'",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
     assert done.returncode == 0, done.stderr
     jobs = done.stdout.splitlines()[:-1]
     assert len(jobs) == 9 and all("dataset=moons tracking.experiment=a\\ b" in j for j in jobs)

@@ -34,7 +34,7 @@ from pipeline.sweeps import grid, hydra_adapter
 from pipeline.sweeps.dimensions import corners, distributions
 from pipeline.sweeps.grid import plan, planned_jobs
 from pipeline.sweeps.studies import pruner
-from tests.helpers import CONF, assert_entry_fails_in_one_line
+from tests.helpers import CONF, assert_one_error_line, call_main
 
 GROUPS = ["dataset", "model", "train", "tracking"]
 
@@ -49,8 +49,16 @@ def options(group):
 def test_every_group_option_composes_and_validates(compose_config, override):
     cfg = compose_config(override)
     validate(cfg)
-    assert set(cfg) == {"dataset", "model", "train", "tracking", "search", "sweep", "seed",
-                        "sweep_name"}  # fmt: skip
+    assert set(cfg) == {
+        "dataset",
+        "model",
+        "train",
+        "tracking",
+        "search",
+        "sweep",
+        "seed",
+        "sweep_name",
+    }
 
 
 @pytest.mark.parametrize("sweep", [s for s in options("sweep") if s != "search"])  # see below
@@ -66,8 +74,12 @@ def test_the_default_grid_is_every_combination(compose_config):
     cfg = compose_config("sweep=default", hydra=True)
     jobs = planned_jobs(cfg.hydra.sweeper, ["sweep=default", "model.depth=1,2"])
     assert len(jobs) == 2 * 3 * 3  # the command line's values replace the file's
-    assert jobs[0] == ["model.depth=1", "model.width=64", "train.learning_rate=0.01",
-                       "sweep=default"]  # fmt: skip
+    assert jobs[0] == [
+        "model.depth=1",
+        "model.width=64",
+        "train.learning_rate=0.01",
+        "sweep=default",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -156,8 +168,13 @@ def test_a_bad_value_in_a_sweep_is_a_config_error_not_an_exit(compose_config, ty
 def test_the_digest_counts_what_changes_the_result_and_nothing_else(compose_config):
     base = config_digest(compose_config())
     assert config_digest(compose_config()) == base  # stable
-    for same in ("tracking.uri=sqlite:///elsewhere.db", "tracking.experiment=x", "sweep_name=y",
-                 "sweep.max_jobs=5", "search.workers=3"):  # fmt: skip
+    for same in (
+        "tracking.uri=sqlite:///elsewhere.db",
+        "tracking.experiment=x",
+        "sweep_name=y",
+        "sweep.max_jobs=5",
+        "search.workers=3",
+    ):
         assert config_digest(compose_config(same)) == base, same
     for other in ("train.dtype=float32", "train.blas_threads=2", "seed=1", "model.width=17"):
         assert config_digest(compose_config(other)) != base, other
@@ -200,17 +217,26 @@ def test_defaults(compose_config):
         ("dataset.n_samples=3", "dataset.n_samples=3 is invalid: too few for 2 classes"),
         ("dataset.val_size=1", "dataset.val_size=1.0 is invalid: must be >= 0 and < 1"),
         ("dataset.val_size=-0.1", "dataset.val_size=-0.1 is invalid: must be >= 0 and < 1"),
-        ("dataset.n_samples=6", "dataset.n_samples=6 is invalid: too few for 2 classes in each "
-         "part: 3 train, 1 validation, 2 test (test_size=0.25, val_size=0.2)"),
-        ("dataset=iris dataset.val_size=0.98", "dataset.val_size=0.98 is invalid: too few for 3 "
-         "classes in each part: 2 train, 110 validation, 38 test"),
+        (
+            "dataset.n_samples=6",
+            "dataset.n_samples=6 is invalid: too few for 2 classes in each "
+            "part: 3 train, 1 validation, 2 test (test_size=0.25, val_size=0.2)",
+        ),
+        (
+            "dataset=iris dataset.val_size=0.98",
+            "dataset.val_size=0.98 is invalid: too few for 3 "
+            "classes in each part: 2 train, 110 validation, 38 test",
+        ),
         ("train.patience=-1", "train.patience=-1 is invalid: must be >= 0"),
-        ("train=early_stop dataset.val_size=0", "train.patience=10 is invalid: early stopping "
-         "watches val_cost: set dataset.val_size > 0"),
+        (
+            "train=early_stop dataset.val_size=0",
+            "train.patience=10 is invalid: early stopping "
+            "watches val_cost: set dataset.val_size > 0",
+        ),
         ("train.min_delta=-1", "train.min_delta=-1.0 is invalid: must be a finite number >= 0"),
         ("tracking.flush_seconds=0", "tracking.flush_seconds=0.0 is invalid: must be > 0"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_key_and_value(compose_config, override, message):
     with pytest.raises(ConfigError) as error:
         validate(compose_config(*override.split()))
@@ -309,8 +335,12 @@ def test_classification_accepts_the_most_classes_scikit_learn_makes_and_no_more(
     compose_config, n_features
 ):
     most = 2 ** max(2, n_features // 2)  # scikit-learn: n_classes <= 2**n_informative
-    ok = compose_config("dataset=classification", f"dataset.n_features={n_features}",
-                        f"dataset.n_classes={most}", f"dataset.n_samples={40 * most}")  # fmt: skip
+    ok = compose_config(
+        "dataset=classification",
+        f"dataset.n_features={n_features}",
+        f"dataset.n_classes={most}",
+        f"dataset.n_samples={40 * most}",
+    )
     validate(ok)
     assert load(ok.dataset, seed=0).n_classes == most  # scikit-learn makes them
     too_many = OmegaConf.merge(ok, {"dataset": {"n_classes": most + 1}})
@@ -328,21 +358,22 @@ def test_a_grid_over_sweep_max_jobs_is_refused_before_any_job_is_composed(
     # Hydra's basic launcher: no joblib workers warming in this process
     grid = ["model.width=range(0,1001)", "hydra/launcher=basic"]
     argv = ["-m", *dry_run, *grid, f"tracking.uri={uri}"]
-    assert_entry_fails_in_one_line(train.cli, argv, capsys, "the grid has 1,001 jobs, more than "
-                                   "sweep.max_jobs=1,000", "sweep.max_jobs=1001")  # fmt: skip
+    done = call_main(capsys, train.main, *argv)
+    more = "the grid has 1,001 jobs, more than sweep.max_jobs=1,000"
+    assert_one_error_line(done, more, "sweep.max_jobs=1001")
     assert os.listdir(tmp_path) == []  # no store, no Hydra outputs
-    listed = assert_entry_fails_in_one_line(
-        train.cli, [*argv, "sweep.max_jobs=1001"], capsys, "model.width=0 is invalid"
-    )
-    assert listed == ""  # the first job was the bad one
+    done = call_main(capsys, train.main, *argv, "sweep.max_jobs=1001")
+    assert_one_error_line(done, "model.width=0 is invalid")
+    assert done.stdout == ""  # the first job was the bad one
 
 
 def test_a_dry_run_lists_each_job_as_soon_as_it_is_checked(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["-m", "--dry-run", "model.width=4,8,0", "model.depth=1"]
-    listed = assert_entry_fails_in_one_line(train.cli, argv, capsys, "model.width=0 is invalid")
+    done = call_main(capsys, train.main, *argv)
+    assert_one_error_line(done, "model.width=0 is invalid")
     # the jobs before the bad one were listed before it was checked
-    lines = [line.split()[:2] for line in listed.splitlines()]
+    lines = [line.split()[:2] for line in done.stdout.splitlines()]
     assert lines == [["1", "d1-w4-lr0.1"], ["2", "d1-w8-lr0.1"]]
 
 
@@ -354,8 +385,9 @@ def test_a_dry_run_says_how_long_at_the_latest_sweeps_time_per_job(compose_confi
     def finished_sweep(name: str, seconds: list[int], tags: dict) -> None:
         parent = tracking.start_run(client, experiment, name, {tracking.SWEEP_TAG: "x", **tags})
         for s in seconds:  # each child's wall time, as its start and end record it
-            child = client.create_run(experiment, start_time=10**12,
-                                      tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id  # fmt: skip
+            child = client.create_run(
+                experiment, start_time=10**12, tags={MLFLOW_PARENT_RUN_ID: parent}
+            ).info.run_id
             client.set_terminated(child, end_time=10**12 + 1000 * s)
         client.set_terminated(parent)
 

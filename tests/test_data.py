@@ -88,8 +88,10 @@ def test_val_size_zero_is_the_two_way_split_of_before_bit_for_bit(name):
     """pipeline/job/data.py as it was before the validation split, from git, against today's."""
     source = subprocess.run(
         ["git", "show", f"{BEFORE_VALIDATION}:pipeline/data.py"],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if source.returncode != 0:
         pytest.skip(f"the commit before validation is not in this clone: {source.stderr}")
     before = types.ModuleType("data_before_validation")

@@ -43,9 +43,12 @@ def make_reproduce(uri: str, run_id: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(
         ["make", "-s", "reproduce", f"RUN={run_id}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=env | {"MLFLOW_TRACKING_URI": uri},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -130,8 +133,13 @@ def test_a_points_dynamics_go_in_the_batch_of_its_costs(store):
         sent.append(sorted(m.key for m in stored if m.step == point.iteration))
 
     dynamics = Dynamics(0.3, live.keep)
-    result = train(moons, layer_dims(2, 1, 4, 1), iterations=20, log_every=5,
-                   listeners=[dynamics, live, after_each_batch])  # fmt: skip
+    result = train(
+        moons,
+        layer_dims(2, 1, 4, 1),
+        iterations=20,
+        log_every=5,
+        listeners=[dynamics, live, after_each_batch],
+    )
     assert live.batches == len(result.steps) == 5  # one batch a point, not one more
     assert sent == [["grad_norm/W2", "train_cost"]] * 5
     assert dynamics.steps == result.steps and list(dynamics.grad_norms) == ["W1", "W2"]
@@ -180,8 +188,10 @@ def outside_the_canvas(figure) -> list[float]:
 @pytest.mark.parametrize("n_layers", [1, 7, 12])  # 12: a colour bar instead of a legend
 def test_the_dynamics_figure_draws_one_line_per_layer_first_to_last_all_text_inside(n_layers):
     steps = list(range(0, 2001, 20))
-    norms = {f"W{l}": [10.0 ** (l - n_layers - 3) * (1 + s) for s in steps]
-             for l in range(1, n_layers + 1)}  # fmt: skip
+    norms = {
+        f"W{l}": [10.0 ** (l - n_layers - 3) * (1 + s) for s in steps]
+        for l in range(1, n_layers + 1)
+    }
     figure = plots.layer_gradients(steps, norms, "moons d11-w64-lr0.001-leaky_relu")
     ax = figure.axes[0]
     assert ax.get_yscale() == "log" and len(ax.lines) == n_layers
@@ -194,15 +204,19 @@ def test_the_dynamics_figure_draws_one_line_per_layer_first_to_last_all_text_ins
 
 def test_the_ratio_by_depth_figure_has_one_line_per_activation_all_text_inside():
     table = pd.DataFrame(
-        [(depth, activation, ratio * 10.0**-depth) for depth in range(0, 11)
-         for activation, ratio in (("sigmoid", 1.0), ("relu", 0.5), ("relu", 1.0), ("relu", 4.0))],
+        [
+            (depth, activation, ratio * 10.0**-depth)
+            for depth in range(0, 11)
+            for activation, ratio in (("sigmoid", 1.0), ("relu", 0.5), ("relu", 1.0), ("relu", 4.0))
+        ],
         columns=["depth", "activation", "ratio"],
-    )  # fmt: skip
+    )
     figure = plots.gradient_ratio_by_depth(table)
     ax = figure.axes[0]
     assert [line.get_label() for line in ax.lines if line.get_label()[0] != "_"] == [
-        "relu", "sigmoid",
-    ]  # fmt: skip
+        "relu",
+        "sigmoid",
+    ]
     relu = ax.lines[0]
     np.testing.assert_allclose(relu.get_ydata(), [10.0**-d for d in range(11)])  # the median
     assert len(ax.collections) == 1  # relu's band, from 0.5 to 4 times it; sigmoid has one run
@@ -212,10 +226,19 @@ def test_the_ratio_by_depth_figure_has_one_line_per_activation_all_text_inside()
 
 def run_sweep(uri, tmp_path, *overrides):
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "train.iterations=40",
-        "train.log_every=4", "model.width=8", "train.learning_rate=0.5", ON,
-        "hydra.launcher.n_jobs=2", *overrides, cwd=tmp_path,
-    )  # fmt: skip
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        "train.iterations=40",
+        "train.log_every=4",
+        "model.width=8",
+        "train.learning_rate=0.5",
+        ON,
+        "hydra.launcher.n_jobs=2",
+        *overrides,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     parents, children = parents_and_children(tables.MlflowClient(uri))

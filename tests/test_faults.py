@@ -2,7 +2,8 @@
 (``error: ...``) naming the thing, exit 2, no traceback, and the store as it was.
 
 Real parts only: stores made unwritable or corrupt on disk, a port held open by the test, a
-port on the loopback that nothing listens on, the command line in subprocesses.
+port on the loopback that nothing listens on. The command lines run in this process
+(``main(argv)``), but where the process's own settings are tested (a server's timeouts).
 """
 
 import hashlib
@@ -16,17 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import search, server, train, ui
+from pipeline import report, reproduce, search, server, train, ui
 from pipeline.job.config import machine_memory
 from pipeline.job.run import run_job
 from pipeline.store import tables, tracking
-from tests.helpers import (
-    all_runs,
-    assert_entry_fails_in_one_line,
-    assert_one_error_line,
-    free_port,
-    run_cli,
-)
+from tests.helpers import all_runs, assert_one_error_line, call_main, free_port, run_cli
 
 QUICK = ["train.iterations=40", "train.log_every=4"]
 
@@ -88,30 +83,27 @@ def frozen(tmp_path):
 # ---- the store ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_folder_of_the_store_is_a_file(tmp_path):
+def test_folder_of_the_store_is_a_file(tmp_path, capfd):
     (tmp_path / "store").write_text("a file where the store's folder should be\n")
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
+    done = call_main(capfd, train.main, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
     assert_one_error_line(done, "cannot make the store's folder", str(tmp_path / "store"))
     assert (tmp_path / "store").read_text() == "a file where the store's folder should be\n"
     assert not (tmp_path / "outputs").exists()  # Hydra never started
 
 
-@pytest.mark.slow
-def test_unwritable_store_is_refused_and_left_as_it_was(filled_store, frozen, tmp_path):
+def test_unwritable_store_is_refused_and_left_as_it_was(filled_store, frozen, tmp_path, capfd):
     uri, db, run_id = filled_store
     frozen(db.parent, db)
-    done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
+    done = call_main(capfd, train.main, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
     assert_one_error_line(done, f"the store {db} cannot be written")
     assert "tracking.uri=" in done.stderr  # what to do
     runs = all_runs(MlflowClient(uri))
     assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "not_a_database"])
-def test_corrupt_store_is_refused_by_every_command(filled_store, tmp_path, damage):
+def test_corrupt_store_is_refused_by_every_command(filled_store, tmp_path, damage, capfd):
     uri, db, _ = filled_store
     if damage == "truncated":
         os.truncate(db, db.stat().st_size // 2)
@@ -120,24 +112,23 @@ def test_corrupt_store_is_refused_by_every_command(filled_store, tmp_path, damag
     before = digest(db)
     reason = "database disk image is malformed" if damage == "truncated" else "not a database"
     env = {"MLFLOW_TRACKING_URI": uri}
-    commands = [["pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, "model.depth=1,2"]]
+    commands = [[train.main, "-m", f"tracking.uri={uri}", *QUICK, "model.depth=1,2"]]
     if damage == "truncated":  # every command once; the other damage through the sweep only
         commands += [
-            ["pipeline.train", *QUICK],
-            ["pipeline.report"],
-            ["pipeline.reproduce", "0a1b"],
-            ["pipeline.ui", "--port", str(free_port())],
+            [train.main, *QUICK],
+            [report.main],
+            [reproduce.main, "0a1b"],
+            [ui.main, "--port", str(free_port())],
         ]
     for command in commands:
-        done = run_cli(*command, cwd=tmp_path, env=env)
+        done = call_main(capfd, *command, cwd=tmp_path, env=env)
         assert_one_error_line(done, f"the store {db} is not an intact SQLite database", reason)
     assert digest(db) == before  # nothing written
     assert not (tmp_path / "multirun").exists()  # the sweep launched no job
 
 
-@pytest.mark.slow
-def test_unknown_uri_scheme(tmp_path):
-    done = run_cli("pipeline.train", "-m", "tracking.uri=garbage://x", *QUICK, cwd=tmp_path)
+def test_unknown_uri_scheme(tmp_path, capfd):
+    done = call_main(capfd, train.main, "-m", "tracking.uri=garbage://x", *QUICK, cwd=tmp_path)
     assert_one_error_line(done, "tracking.uri=garbage://x is not a store MLflow knows")
     assert sorted(os.listdir(tmp_path)) == []  # no store, no Hydra outputs
 
@@ -147,6 +138,7 @@ def test_unknown_uri_scheme(tmp_path):
 
 @pytest.mark.slow
 def test_dead_tracking_server_is_reported_by_the_launcher_within_seconds(tmp_path):
+    # a process of its own: its server timeouts are the entry points' process settings
     address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for sweep in ([], ["-m", "model.depth=1,2"]):
         start = time.monotonic()
@@ -164,7 +156,9 @@ LONG_NAME = "x" * 501  # MLflow's limit is 500 characters
 
 
 @pytest.mark.parametrize(
-    ("entry", "sweep"), [(train.cli, []), (train.cli, ["-m"]), (search.main, [])], ids=str
+    ("entry", "sweep"),
+    [(train.main, []), (train.main, ["-m"]), (search.main, [])],
+    ids=["train", "sweep", "search"],  # the same in every process, as pytest-xdist needs
 )
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -180,16 +174,14 @@ LONG_NAME = "x" * 501  # MLflow's limit is 500 characters
     ],
 )
 def test_a_bad_value_is_one_line_before_anything_runs(
-    entry, sweep, overrides, message, monkeypatch, capsys, tmp_path
+    entry, sweep, overrides, message, capsys, tmp_path
 ):
-    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    assert_entry_fails_in_one_line(entry, [*sweep, *overrides, f"tracking.uri={uri}"], capsys,
-                                   message)  # fmt: skip
+    done = call_main(capsys, entry, *sweep, *overrides, f"tracking.uri={uri}", cwd=tmp_path)
+    assert_one_error_line(done, message)
     assert os.listdir(tmp_path) == []  # no store, no Hydra outputs
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -199,9 +191,11 @@ def test_a_bad_value_is_one_line_before_anything_runs(
         (["dataset.n_samples=10000000000"], "error: dataset.n_samples=10000000000 is invalid"),
     ],
 )
-def test_value_that_cannot_work_is_refused_before_anything_is_created(tmp_path, overrides, message):
+def test_value_that_cannot_work_is_refused_before_anything_is_created(
+    tmp_path, capfd, overrides, message
+):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    done = run_cli("pipeline.train", *overrides, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
+    done = call_main(capfd, train.main, *overrides, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
     assert_one_error_line(done, message)
     if "about" in message:
         memory = f"the {machine_memory() / 2**30:.0f} GiB this machine has"
@@ -213,16 +207,15 @@ def test_value_that_cannot_work_is_refused_before_anything_is_created(tmp_path, 
 # ---- ports ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("command", ["pipeline.ui", "pipeline.server"])
-def test_port_that_is_taken_is_one_line_and_no_address(tmp_path, command):
+@pytest.mark.parametrize("entry", [ui.main, server.main])
+def test_port_that_is_taken_is_one_line_and_no_address(tmp_path, capfd, entry):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
         env["PORT"] = ""  # as `make` exports it when it is not set
-        done = run_cli(command, "--port", str(port), cwd=tmp_path, env=env, timeout=60)
+        done = call_main(capfd, entry, "--port", str(port), cwd=tmp_path, env=env)
     assert_one_error_line(done, f"cannot listen on 127.0.0.1:{port}", "PORT=")
     assert done.stdout == ""  # no address of the other program
 
@@ -239,13 +232,9 @@ def test_port_that_is_taken_is_one_line_and_no_address(tmp_path, command):
         (["--host", "a" * 70], "", "is not an address of this machine"),  # too long to look up
     ],
 )
-def test_a_port_or_host_that_is_not_one_is_one_line(
-    entry, argv, port, message, monkeypatch, capsys, tmp_path
-):
-    monkeypatch.setenv("PORT", port)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
-    assert_entry_fails_in_one_line(entry, argv, capsys, message)
+def test_a_port_or_host_that_is_not_one_is_one_line(entry, argv, port, message, capsys, tmp_path):
+    env = {"PORT": port, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    assert_one_error_line(call_main(capsys, entry, *argv, cwd=tmp_path, env=env), message)
     assert os.listdir(tmp_path) == []  # no store, no server's folder: refused before them
 
 
@@ -256,8 +245,9 @@ def test_experiment_name_never_leads_outside_the_store(compose_config, filled_st
     uri, db, _ = filled_store
     names = ["../../outside/escaped", "/absolute/name", "..", "a/../../b"]
     for name in names:
-        outcome = run_job(compose_config(f"tracking.uri={uri}", f"tracking.experiment='{name}'",
-                                         *QUICK))  # fmt: skip
+        outcome = run_job(
+            compose_config(f"tracking.uri={uri}", f"tracking.experiment='{name}'", *QUICK)
+        )
         assert MlflowClient(uri).get_experiment(outcome.experiment_id).name == name  # kept
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     outside = [p for p in written if not p.is_relative_to(db.parent)]

@@ -156,11 +156,17 @@ def test_a_dry_run_with_another_config_dir_trains_nothing(tmp_path):
     runs such a sweep alone); the --dry-run flag was dropped, and the sweep trained."""
     (tmp_path / "conf").mkdir()
     result = run_cli(
-        "pipeline.train", "-m", "--dry-run", "--config-dir", str(tmp_path / "conf"),
-        "train.iterations=20", "seed=1,2", "hydra.launcher.n_jobs=1",
+        "pipeline.train",
+        "-m",
+        "--dry-run",
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "train.iterations=20",
+        "seed=1,2",
+        "hydra.launcher.n_jobs=1",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip() == (
         "error: --dry-run go with a sweep of conf/, without --config-dir or --config-path"
@@ -173,9 +179,12 @@ def test_a_sweep_over_hydras_config_is_rejected_before_the_parent_is_created(tmp
     """Hydra rejects ``hydra.job.chdir=true,false`` ('Sweeping over Hydra's configuration is
     not supported'): one line, exit 2, before any parent run (a dry run listed 1 job)."""
     result = run_cli(
-        "pipeline.train", "-m", "--dry-run", "hydra.job.chdir=true,false",
+        "pipeline.train",
+        "-m",
+        "--dry-run",
+        "hydra.job.chdir=true,false",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stdout
     assert "Sweeping over Hydra's configuration is not supported" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

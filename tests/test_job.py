@@ -10,6 +10,12 @@ from mlflow.artifacts import download_artifacts
 from pipeline.job.config import ConfigError
 from pipeline.job.run import run_job
 
+# A job that stops early on validation, well before its last iteration.
+EARLY_STOPPING = [
+    *("train=early_stop", "dataset.n_samples=100", "dataset.noise=0.25", "dataset.val_size=0.5"),
+    *("model.width=64", "train.learning_rate=0.3"),
+]
+
 
 def test_job_records_params_curves_metrics_and_artifacts(compose_config, store, tmp_path):
     uri, client = store
@@ -40,8 +46,15 @@ def test_job_records_params_curves_metrics_and_artifacts(compose_config, store, 
     metrics = run.data.metrics
     assert metrics["test_accuracy"] == outcome.result.test_accuracy > 0.8
     assert metrics["val_accuracy"] == outcome.result.val_accuracy > 0.8
-    assert set(metrics) == {"train_cost", "val_cost", "test_cost", "train_accuracy",
-                            "val_accuracy", "test_accuracy", "train_seconds"}  # fmt: skip
+    assert set(metrics) == {
+        "train_cost",
+        "val_cost",
+        "test_cost",
+        "train_accuracy",
+        "val_accuracy",
+        "test_accuracy",
+        "train_seconds",
+    }
 
     artifacts = {a.path for a in client().list_artifacts(outcome.run_id)}
     assert artifacts == {"config.yaml", "cost_curve.png", "decision_boundary.png", "parameters.npz"}
@@ -67,9 +80,12 @@ def test_no_decision_boundary_for_more_than_two_features(compose_config, store):
 def test_diverging_job_ends_failed_with_its_reason(compose_config, store):
     uri, client = store
     cfg = compose_config(
-        f"tracking.uri={uri}", "model.depth=3", "model.width=64", "train.learning_rate=30",
+        f"tracking.uri={uri}",
+        "model.depth=3",
+        "model.width=64",
+        "train.learning_rate=30",
         "train.log_every=1",
-    )  # fmt: skip
+    )
     outcome = run_job(cfg)
     run = client().get_run(outcome.run_id)
     assert outcome.status == run.info.status == "FAILED"
@@ -82,11 +98,7 @@ def test_diverging_job_ends_failed_with_its_reason(compose_config, store):
 
 def test_early_stopping_job_records_where_it_stopped_and_reproduces(compose_config, store):
     uri, client = store
-    overrides = [
-        f"tracking.uri={uri}", "train=early_stop", "dataset.n_samples=100",
-        "dataset.noise=0.25", "dataset.val_size=0.5", "model.width=64",
-        "train.learning_rate=0.3", "train.iterations=2000",
-    ]  # fmt: skip
+    overrides = [f"tracking.uri={uri}", *EARLY_STOPPING, "train.iterations=2000"]
     outcome = run_job(compose_config(*overrides))
     r, run_id = outcome.result, outcome.run_id
     metrics = client().get_run(run_id).data.metrics

@@ -35,8 +35,10 @@ def columns(batches):
     return X, Y
 
 
-@pytest.mark.parametrize(("m", "size", "sizes"), [(150, 64, [64, 64, 22]), (128, 64, [64, 64]),
-                                                  (5, 64, [5]), (7, 1, [1] * 7)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("m", "size", "sizes"),
+    [(150, 64, [64, 64, 22]), (128, 64, [64, 64]), (5, 64, [5]), (7, 1, [1] * 7)],
+)
 def test_batches_are_a_permutation_cut_in_order_with_a_smaller_last(m, size, sizes):
     X, Y = numbered(m)
     batches = random_mini_batches(X, Y, size, seed=3)
@@ -68,8 +70,9 @@ def test_minibatches_shuffle_in_place_into_the_same_views_as_the_course_function
         batches = minibatches.shuffle(seed)
         assert batches is views
         assert all(np.shares_memory(X_t, minibatches.shuffled[0]) for X_t, _ in batches)
-        for (X_t, Y_t), (X_c, Y_c) in zip(batches, random_mini_batches(X, Y, 64, seed),
-                                          strict=True):  # fmt: skip
+        for (X_t, Y_t), (X_c, Y_c) in zip(
+            batches, random_mini_batches(X, Y, 64, seed), strict=True
+        ):
             assert np.array_equal(X_t, X_c) and np.array_equal(Y_t, Y_c)
     assert np.array_equal(X, numbered(150)[0])  # the data itself is never shuffled
 
@@ -130,12 +133,20 @@ def test_epoch_is_the_course_functions_composed_bit_for_bit(
 ):
     X, Y = data(n_out, 150, dtype)
     parameters = initialize_parameters_deep([5, 7, 6, n_out], seed=1, dtype=dtype)
-    training = MiniBatchTraining(X, Y, parameters, mini_batch_size=32, optimizer=optimizer,
-                                 hidden_activation=activation, lambd=lambd)  # fmt: skip
+    training = MiniBatchTraining(
+        X,
+        Y,
+        parameters,
+        mini_batch_size=32,
+        optimizer=optimizer,
+        hidden_activation=activation,
+        lambd=lambd,
+    )
     for epoch in range(3):
         mini_batch_epoch(training, 0.01, seed=epoch)
-    expected = course_epochs(X, Y, parameters, size=32, activation=activation,
-                             optimizer=optimizer, lambd=lambd, epochs=3)  # fmt: skip
+    expected = course_epochs(
+        X, Y, parameters, size=32, activation=activation, optimizer=optimizer, lambd=lambd, epochs=3
+    )
     assert training.t == 3 * 5
     assert training.parameters.keys() == expected.keys()
     for key, value in expected.items():
@@ -160,8 +171,15 @@ def test_an_epoch_allocates_no_array_of_a_layer_or_of_the_parameters(optimizer, 
     m, size, width, n_x = 512, 128, 96, 32
     X, Y = data(n_out, m, np.float64, n_x=n_x)
     parameters = initialize_parameters_deep([n_x, width, width, n_out], seed=0)
-    training = MiniBatchTraining(X, Y, parameters, mini_batch_size=size, optimizer=optimizer,
-                                 hidden_activation=activation, lambd=0.1)  # fmt: skip
+    training = MiniBatchTraining(
+        X,
+        Y,
+        parameters,
+        mini_batch_size=size,
+        optimizer=optimizer,
+        hidden_activation=activation,
+        lambd=0.1,
+    )
     smallest_array = min(width * size, training.theta.size, X.size) * X.itemsize
     generator = np.random.default_rng(0)
     mini_batch_epoch(training, 0.01, generator)
@@ -177,8 +195,9 @@ def test_an_epoch_allocates_no_array_of_a_layer_or_of_the_parameters(optimizer, 
     assert permutation <= peak <= max(permutation, UFUNC_BUFFER) + 4096 < smallest_array
 
 
-@pytest.mark.parametrize(("optimizer", "learning_rate"),
-                         [("momentum", 0.1), ("rmsprop", 0.01), ("adam", 0.01)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("optimizer", "learning_rate"), [("momentum", 0.1), ("rmsprop", 0.01), ("adam", 0.01)]
+)
 def test_mini_batches_learn_moons(optimizer, learning_rate):
     x, y = make_moons(n_samples=400, noise=0.1, random_state=0)
     X, Y = x.T, y[None, :]

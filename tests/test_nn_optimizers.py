@@ -91,8 +91,17 @@ def test_rmsprop_step_is_adams_second_moment_alone(t):
     assert_close(parameters, expected, rtol=1e-12)
     # and so Adam with beta1 = 0 takes the same step
     adams, _, _, adams_s = state(seed=t)
-    update_parameters_with_adam(adams, grads, {k: 0 * g for k, g in grads.items()}, adams_s,
-                                t, LEARNING_RATE, 0.0, BETA2, EPSILON)  # fmt: skip
+    update_parameters_with_adam(
+        adams,
+        grads,
+        {k: 0 * g for k, g in grads.items()},
+        adams_s,
+        t,
+        LEARNING_RATE,
+        0.0,
+        BETA2,
+        EPSILON,
+    )
     assert_close(adams, parameters, rtol=1e-15)
 
 
@@ -120,8 +129,9 @@ def test_a_table_step_on_packed_vectors_is_the_step_per_array_bit_for_bit(name):
         for k, W in per_array.items():
             in_moments = tuple(moments[m][f"d{k}"] for m in optimizer.moments)
             optimizer.step(W, grads[f"d{k}"], in_moments, t, LEARNING_RATE, hyper)
-        optimizer.step(flat_theta, flat_grad, flat_moments, t, LEARNING_RATE, hyper,
-                       np.empty_like(flat_theta))  # fmt: skip
+        optimizer.step(
+            flat_theta, flat_grad, flat_moments, t, LEARNING_RATE, hyper, np.empty_like(flat_theta)
+        )
     for k, W in per_array.items():
         assert np.array_equal(packed[k], W), k
 

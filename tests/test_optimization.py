@@ -1,16 +1,13 @@
 """The course's second part in a job: the optimizer, mini-batches, L2 and the learning rate's
 decay, from the config through the loop to reproduction, the report's table and a search."""
 
-import signal
-import sys
-
 import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from pipeline import train as entry
+from pipeline import train as train_command
 from pipeline.job import data
 from pipeline.job.config import ADDED_LATER, ConfigError, DatasetConfig, validate
 from pipeline.job.early_stopping import EarlyStopping
@@ -27,10 +24,19 @@ from pipeline.nn.decay import LR_DECAYS
 from pipeline.search import compose_search
 from pipeline.store import tables
 from pipeline.sweeps.dimensions import distributions
-from tests.helpers import all_runs, run_cli
+from tests.helpers import all_runs, call_main, run_cli
 
-NEW_KEYS = ["optimizer", "beta", "beta1", "beta2", "epsilon", "batch_size", "l2", "lr_decay",
-            "decay_rate"]  # fmt: skip
+NEW_KEYS = [
+    "optimizer",
+    "beta",
+    "beta1",
+    "beta2",
+    "epsilon",
+    "batch_size",
+    "l2",
+    "lr_decay",
+    "decay_rate",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,46 +44,48 @@ def moons():
     return data.load(OmegaConf.structured(DatasetConfig(n_samples=400)), seed=0)
 
 
-@pytest.fixture
-def in_process_entry(monkeypatch):
-    """pipeline.train's entry function, called in this process: it installs its own signal
-    handlers and unraisable hook, which are put back afterwards."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
-    yield entry.cli
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.batch_size=0", "train.batch_size=0 is invalid: must be between 1 and the 600 "
-         "training examples (null: all of them)"),
+        (
+            "train.batch_size=0",
+            "train.batch_size=0 is invalid: must be between 1 and the 600 "
+            "training examples (null: all of them)",
+        ),
         ("train.batch_size=601", "train.batch_size=601 is invalid: must be between 1 and the 600"),
         ("train.l2=-0.1", "train.l2=-0.1 is invalid: must be a finite number >= 0 (0: none)"),
         ("train.beta=1", "train.beta=1.0 is invalid: must be >= 0 and < 1"),
         ("train.beta1=-0.1", "train.beta1=-0.1 is invalid: must be >= 0 and < 1"),
         ("train.beta2=1.5", "train.beta2=1.5 is invalid: must be >= 0 and < 1"),
         ("train.epsilon=0", "train.epsilon=0.0 is invalid: must be a finite number > 0"),
-        ("train.optimizer=sgd", "train.optimizer='sgd' is invalid: one of gd, momentum, "
-         "rmsprop, adam"),
-        ("train.lr_decay=step", "train.lr_decay='step' is invalid: one of none, inverse_time, "
-         "exponential"),
-        ("train.lr_decay=exponential train.decay_rate=0", "train.decay_rate=0.0 is invalid: "
-         "decay_rate must be in (0, 1] for lr_decay exponential"),
-        ("train.lr_decay=inverse_time train.decay_rate=-1", "train.decay_rate=-1.0 is invalid: "
-         "decay_rate must be a finite number >= 0 for lr_decay inverse_time"),
+        (
+            "train.optimizer=sgd",
+            "train.optimizer='sgd' is invalid: one of gd, momentum, rmsprop, adam",
+        ),
+        (
+            "train.lr_decay=step",
+            "train.lr_decay='step' is invalid: one of none, inverse_time, exponential",
+        ),
+        (
+            "train.lr_decay=exponential train.decay_rate=0",
+            "train.decay_rate=0.0 is invalid: "
+            "decay_rate must be in (0, 1] for lr_decay exponential",
+        ),
+        (
+            "train.lr_decay=inverse_time train.decay_rate=-1",
+            "train.decay_rate=-1.0 is invalid: "
+            "decay_rate must be a finite number >= 0 for lr_decay inverse_time",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_is_one_line_and_exit_2_before_anything_is_written(
-    in_process_entry, capsys, tmp_path, override, message
+    capsys, tmp_path, override, message
 ):
     store = tmp_path / "store"
-    with pytest.raises(SystemExit) as exited:
-        in_process_entry([f"tracking.uri=sqlite:///{store / 'mlflow.db'}", *override.split()])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
+    uri = f"tracking.uri=sqlite:///{store / 'mlflow.db'}"
+    done = call_main(capsys, train_command.main, uri, *override.split())
+    assert done.returncode == 2
+    err = done.stderr
     assert err.startswith(f"error: {message}") and err.count("\n") == 1 and err.endswith("\n")
     assert not store.exists()
 
@@ -147,8 +155,15 @@ def test_same_config_same_curve_bit_for_bit_whatever_the_global_state(moons):
 
 
 def trained(data_, dims, optimization, learning_rate, iterations, log_every, **kwargs):
-    return train(data_, dims, learning_rate=learning_rate, iterations=iterations,
-                 log_every=log_every, optimization=optimization, **kwargs)  # fmt: skip
+    return train(
+        data_,
+        dims,
+        learning_rate=learning_rate,
+        iterations=iterations,
+        log_every=log_every,
+        optimization=optimization,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])

@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+from pipeline.processes import entry, stopping
+from pipeline.processes.errors import InputError
 from tests.helpers import ROOT
 
 EXIT_ORDER = textwrap.dedent("""
@@ -88,3 +90,28 @@ HTTP_SETTINGS = textwrap.dedent("""
 def test_entry_points_bound_mlflows_http_retries_but_the_user_wins():
     # sorted: BACKOFF_FACTOR, MAX_RETRIES, TIMEOUT, then PGCONNECT_TIMEOUT
     assert python(HTTP_SETTINGS).split() == ["1", "2", "60", "5"]
+
+
+def test_an_entry_point_says_a_users_mistake_in_one_line_and_keeps_any_other_error(capsys):
+    errors = {
+        "input": InputError("no such run"),
+        "explained": LookupError("a key"),  # a higher layer's error, which it explains
+        "ctrl-c": KeyboardInterrupt(),
+        "sigterm": stopping.Terminated("SIGTERM"),
+        "bug": ZeroDivisionError("a bug"),
+    }
+
+    @entry.point(lambda error: f"explained: {error}" if isinstance(error, LookupError) else None)
+    def main(argv: list[str] | None = None) -> int:
+        raise errors[argv[0]]
+
+    expected = [
+        ("input", 2, "error: no such run\n"),
+        ("explained", 2, "error: explained: a key\n"),
+        ("ctrl-c", 130, ""),
+        ("sigterm", 143, ""),
+    ]
+    for name, code, line in expected:
+        assert (main([name]), capsys.readouterr().err) == (code, line), name
+    with pytest.raises(ZeroDivisionError):  # its traceback, not a line that hides a bug
+        main(["bug"])

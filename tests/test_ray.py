@@ -39,8 +39,14 @@ RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
-SWEEP = ["sweep=default", "hydra/launcher=ray_cluster", "train=quick", "model.depth=1,2",
-         "model.width=4,8", "train.learning_rate=0.5"]  # fmt: skip
+SWEEP = [
+    "sweep=default",
+    "hydra/launcher=ray_cluster",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=4,8",
+    "train.learning_rate=0.5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +62,24 @@ def ray_head(tmp_path_factory):
     environment = {k: v for k, v in os.environ.items() if k not in ("PORT", "MLFLOW_TRACKING_URI")}
     with open(log, "w") as out:
         head = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-             f"--temp-dir={folder}"],
-            cwd=cwd, env=environment | RAY_ENV, stdout=out, stderr=subprocess.STDOUT,
+            [
+                ray,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--num-cpus=2",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={folder}",
+            ],
+            cwd=cwd,
+            env=environment | RAY_ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     try:
         wait_until(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, 120)
         assert head.poll() is None, log.read_text()[-3000:]
@@ -96,8 +114,11 @@ def test_a_sweep_runs_on_a_ray_cluster_against_a_tracking_server(ray_head, serve
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
             assert sorted(steps) == list(range(0, 201, 2)), (child.info.run_name, key)
     # each job ran in one of the cluster's worker processes: Ray names their logs by pid
-    worker_pids = {name.rpartition("-")[2].split(".")[0] for name in os.listdir(ray_logs)
-                   if name.startswith("worker-")}  # fmt: skip
+    worker_pids = {
+        name.rpartition("-")[2].split(".")[0]
+        for name in os.listdir(ray_logs)
+        if name.startswith("worker-")
+    }
     assert {c.data.tags["worker_pid"] for c in children} <= worker_pids
     assert not errors_in(log)
 
@@ -127,15 +148,31 @@ def test_a_ray_cluster_without_an_address_or_that_does_not_answer_is_one_line(
 def test_sigterm_ends_a_sweep_on_ray_killed_without_a_traceback(ray_head, store, tmp_path):
     address, _ = ray_head
     uri, client = store
-    two_long_jobs = ["model.depth=3", "model.width=64", "train.learning_rate=0.1,0.2",
-                     "train.iterations=30000", "train.log_every=100"]  # fmt: skip
-    command = [sys.executable, "-m", "pipeline.train", "-m", *SWEEP, *two_long_jobs,
-               f"tracking.uri={uri}"]  # fmt: skip
+    two_long_jobs = [
+        "model.depth=3",
+        "model.width=64",
+        "train.learning_rate=0.1,0.2",
+        "train.iterations=30000",
+        "train.log_every=100",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "-m",
+        *SWEEP,
+        *two_long_jobs,
+        f"tracking.uri={uri}",
+    ]
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
         launcher = subprocess.Popen(
-            command, cwd=tmp_path, stdout=out, stderr=err, start_new_session=True,
+            command,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
             env=os.environ | RAY_ENV | {"RAY_ADDRESS": address},
-        )  # fmt: skip
+        )
     try:
         wait_until(lambda: started(tmp_path) and statuses(client())["RUNNING"] == 2)
         launcher.send_signal(signal.SIGTERM)

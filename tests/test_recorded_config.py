@@ -23,14 +23,19 @@ def test_a_complete_config_reads_back_as_recorded(recorded_text):
     ("text", "message"),
     [
         ("", "config.yaml is not a config: it has none of the config's keys"),
-        ("seed: 3\n", "config.yaml is not a complete recorded config: it lacks dataset.n_classes, "
-                      "dataset.n_features, dataset.n_samples and "),
-        ("root:x:0:0:root:/root:/bin/bash\nme:x:1000:1000:hunter2:/home/me:/bin/sh\n",
-         "config.yaml is not a config: it has none of the config's keys"),
+        (
+            "seed: 3\n",
+            "config.yaml is not a complete recorded config: it lacks dataset.n_classes, "
+            "dataset.n_features, dataset.n_samples and ",
+        ),
+        (
+            "root:x:0:0:root:/root:/bin/bash\nme:x:1000:1000:hunter2:/home/me:/bin/sh\n",
+            "config.yaml is not a config: it has none of the config's keys",
+        ),
         ("- a list\n- of lines with hunter2\n", "config.yaml is not a config: it has none of"),
         ("model: [hunter2\n", "config.yaml is not a config: not valid YAML at line 2"),
     ],
-)  # fmt: skip
+)
 def test_what_is_not_a_complete_config_is_refused_without_quoting_it(text, message):
     with pytest.raises(InputError) as refused:
         parse_config(text, "config.yaml")

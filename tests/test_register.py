@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from pipeline import register as register_command
 from pipeline.job import data as datasets
 from pipeline.job.recorded import recorded_config
 from pipeline.nn import L_model_forward, predict
-from tests.helpers import ROOT, parents_and_children, run_cli
+from tests.helpers import ROOT, call_main, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +25,29 @@ def versions(client):
 
 def test_register_best_then_predict_as_pipeline_nn_does(store, tmp_path, monkeypatch):
     uri, client = store
-    swept = run_cli("pipeline.train", "-m", "sweep=default", "train=quick", "model.depth=1,2",
-                    "model.width=4", "train.learning_rate=0.5", "hydra.launcher.n_jobs=2",
-                    f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    swept = run_cli(
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        "train=quick",
+        "model.depth=1,2",
+        "model.width=4",
+        "train.learning_rate=0.5",
+        "hydra.launcher.n_jobs=2",
+        f"tracking.uri={uri}",
+        cwd=tmp_path,
+    )
     assert swept.returncode == 0, swept.stderr[-2000:]
     (parent,), _ = parents_and_children(client())
     best = parent.data.tags["best_run_id"]
 
-    done = subprocess.run(["make", "-s", "register", "RUN=best", f"ARGS=--tracking-uri {uri}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "register", "RUN=best", f"ARGS=--tracking-uri {uri}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"registered moons version 1 (champion) from run {best}")
     (version,) = versions(client())
@@ -79,7 +94,7 @@ def refused_as_a_missing_column_is(model, x) -> None:
         assert "finite" in refused.value.message
 
 
-def test_bad_input_is_one_line_and_registers_nothing(store, tmp_path):
+def test_bad_input_is_one_line_and_registers_nothing(store, tmp_path, capfd):
     uri, client = store
     experiment = client().create_experiment("moons")
     failed = client().create_run(experiment).info.run_id  # a network, but FAILED
@@ -94,7 +109,7 @@ def test_bad_input_is_one_line_and_registers_nothing(store, tmp_path):
         (failed, f"error: run {failed} is FAILED: only a FINISHED run's network is registered"),
         (empty, f"error: run {empty} has no parameters.npz"),
     ]:
-        done = run_cli("pipeline.register", run, "--tracking-uri", uri, cwd=tmp_path)
+        done = call_main(capfd, register_command.main, run, "--tracking-uri", uri, cwd=tmp_path)
         assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not versions(client()) and not client().search_registered_models()

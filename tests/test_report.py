@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import report as report_command
 from pipeline.job.run import run_job
-from tests.helpers import parents_and_children, run_cli
+from tests.helpers import call_main, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 FILES = ["accuracy_heatmap.png", "cost_curves.png", "runs.csv", "runs.md"]
@@ -21,10 +22,20 @@ def swept(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "dataset.n_samples=200",
-        "dataset.noise=0.3", "train.iterations=60", "train.log_every=5", "model.depth=1,3",
-        "model.width=64", "train.learning_rate=1.0,30", "hydra.launcher.n_jobs=2", cwd=folder,
-    )  # fmt: skip
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        "dataset.n_samples=200",
+        "dataset.noise=0.3",
+        "train.iterations=60",
+        "train.log_every=5",
+        "model.depth=1,3",
+        "model.width=64",
+        "train.learning_rate=1.0,30",
+        "hydra.launcher.n_jobs=2",
+        cwd=folder,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return folder, uri, done.stdout
 
@@ -32,8 +43,10 @@ def swept(tmp_path_factory):
 def best(runs, part):
     """The run with the best accuracy on ``part`` (val or test), then the lowest cost."""
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    return max(finished, key=lambda r: (r.data.metrics[f"{part}_accuracy"],
-                                        -r.data.metrics[f"{part}_cost"]))  # fmt: skip
+    return max(
+        finished,
+        key=lambda r: (r.data.metrics[f"{part}_accuracy"], -r.data.metrics[f"{part}_cost"]),
+    )
 
 
 def test_the_sweep_and_the_report_rank_by_validation_not_test(swept):
@@ -118,9 +131,10 @@ def test_report_of_a_single_run_and_of_an_experiment(compose_config, store, tmp_
         (["--experiment", "nope"], "error: no experiment named 'nope'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(swept, args, message):
+def test_bad_input_exits_2_with_one_line(swept, capfd, args, message):
     folder, uri, _ = swept
-    done = report(uri, *args, cwd=folder)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    done = call_main(capfd, report_command.main, *args, cwd=folder, env=env)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1
 

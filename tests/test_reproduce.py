@@ -12,11 +12,20 @@ import optuna
 import pytest
 import yaml
 
+from pipeline import reproduce as reproduce_command
 from pipeline.job.config import ADDED_LATER, LAUNCH_SETTINGS
 from pipeline.job.recorded import recorded_config
 from pipeline.job.run import run_job
 from pipeline.search import Pruning
-from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
+from tests.helpers import (
+    BEFORE_VALIDATION,
+    ROOT,
+    all_runs,
+    call_main,
+    parents_and_children,
+    run_cli,
+)
+from tests.test_job import EARLY_STOPPING
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +91,9 @@ def test_a_run_recorded_before_validation_existed_reproduces_identically(store, 
     old_code = tmp_path / "before"
     archive = subprocess.run(
         ["git", "archive", "--format=tar", BEFORE_VALIDATION, "pipeline", "conf"],
-        cwd=ROOT, capture_output=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+    )
     if archive.returncode != 0:
         pytest.skip(f"the commit before validation is not in this clone: {archive.stderr}")
     old_code.mkdir()
@@ -111,10 +121,7 @@ def test_a_run_recorded_before_validation_existed_reproduces_identically(store, 
 
 def test_an_early_stopped_run_reproduces_identically(compose_config, store, tmp_path):
     uri, _ = store
-    cfg = compose_config(
-        f"tracking.uri={uri}", "train=early_stop", "dataset.n_samples=100", "dataset.noise=0.25",
-        "dataset.val_size=0.5", "model.width=64", "train.learning_rate=0.3",
-    )  # fmt: skip
+    cfg = compose_config(f"tracking.uri={uri}", *EARLY_STOPPING)
     outcome = run_job(cfg)
     assert outcome.result.stopped_at < cfg.train.iterations
     done = reproduce(uri, outcome.run_id, cwd=tmp_path)
@@ -126,10 +133,17 @@ def test_an_early_stopped_run_reproduces_identically(compose_config, store, tmp_
 def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
     uri, client = store
     sweep = run_cli(
-        "pipeline.train", "-m", "sweep=default", f"tracking.uri={uri}", "train=quick",
-        "model.depth=1,2", "model.width=8", "train.learning_rate=0.3", "hydra.launcher.n_jobs=2",
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        f"tracking.uri={uri}",
+        "train=quick",
+        "model.depth=1,2",
+        "model.width=8",
+        "train.learning_rate=0.3",
+        "hydra.launcher.n_jobs=2",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     child = parents_and_children(client())[1][0]
     done = reproduce(uri, child.info.run_id, cwd=tmp_path)
@@ -149,7 +163,7 @@ def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
         ("{bad_value}", "model.depth=-1 is invalid: must be >= 0"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, target, message):
+def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, capfd, target, message):
     uri, client, run_id = recorded
     bare = client().create_run(client().get_run(run_id).info.experiment_id).info.run_id
     client().set_terminated(bare)
@@ -166,7 +180,8 @@ def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, targ
     names = {"bare": bare} | {k: str(tmp_path / f"{k}.yaml") for k in files}
     target, message = target.format(**names), message.format(**names)
     before = {r.info.run_id for r in all_runs(client())}
-    done = reproduce(uri, target, cwd=tmp_path)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    done = call_main(capfd, reproduce_command.main, target, cwd=tmp_path, env=env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
@@ -174,12 +189,16 @@ def test_bad_input_exits_2_with_one_line_and_no_new_run(recorded, tmp_path, targ
     assert {r.info.run_id for r in all_runs(client())} == before
 
 
+def start_training(uri: str, *overrides: str, cwd) -> subprocess.Popen:
+    """``python -m pipeline.train`` of ``overrides`` on the store ``uri``, its output unread."""
+    command = [sys.executable, "-m", "pipeline.train", f"tracking.uri={uri}", *overrides]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
     uri, client = store
-    command = [sys.executable, "-m", "pipeline.train", f"tracking.uri={uri}", "model.width=8",
-               "seed=7", "train.iterations=100000000", "train.log_every=1000000"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    long = ["seed=7", "train.iterations=100000000", "train.log_every=1000000"]
+    process = start_training(uri, "model.width=8", *long, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not has_config(client(), uri) and time.monotonic() < deadline:
@@ -198,18 +217,8 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     """A run killed mid-training was "differs: not the same points were recorded" (exit 1):
     its reproduction trained to the end and recorded final metrics the original never had."""
     uri, client = store
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        f"tracking.uri={uri}",
-        "model.width=8",
-        "train.iterations=30000",
-        "train.log_every=20",
-        "tracking.flush_seconds=0.2",
-    ]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    points = ["train.iterations=30000", "train.log_every=20", "tracking.flush_seconds=0.2"]
+    process = start_training(uri, "model.width=8", *points, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while len(train_cost(client(), uri)) < 20 and time.monotonic() < deadline:
@@ -221,16 +230,15 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     (killed,) = all_runs(client())
     steps = [m.step for m in client().get_metric_history(killed.info.run_id, "train_cost")]
     at = max(steps)
-    assert killed.info.status == "KILLED" and 400 <= at < 30000 and "train_accuracy" not in (
-        killed.data.metrics
-    )  # fmt: skip
+    assert killed.info.status == "KILLED" and 400 <= at < 30000
+    assert "train_accuracy" not in killed.data.metrics
 
     done = reproduce(uri, killed.info.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     n = 2 * len(steps)  # train and val curves, no final metric
     assert f"identical up to iteration {at} (the original was KILLED there): all {n} values" in (
         done.stdout
-    )  # fmt: skip
+    )
     new = reproduction_of(client(), killed.info.run_id)
     assert new.info.status == "KILLED"  # it was not trained to its config's end either
     assert new.data.tags["killed_reason"] == (
@@ -257,7 +265,7 @@ def test_a_pruned_trial_reproduces_up_to_where_it_was_pruned(compose_config, sto
     n = 2 * 26 + 1 + 3 + 1  # curves to 50, test_cost, accuracies, stopped_at
     assert f"identical up to iteration 50 (the original was PRUNED there): all {n} values" in (
         done.stdout
-    )  # fmt: skip
+    )
     new = reproduction_of(client(), pruned.run_id)
     assert new.info.status == "KILLED" and "pruned_at" not in new.data.tags  # no search's
     assert new.data.tags["killed_reason"].endswith(f"where run {pruned.run_id} was PRUNED")

@@ -11,8 +11,15 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import search, train
 from pipeline.sweeps import studies
-from tests.helpers import assert_one_error_line, parents_and_children, run_cli, wait_until
+from tests.helpers import (
+    assert_one_error_line,
+    call_main,
+    parents_and_children,
+    run_cli,
+    wait_until,
+)
 from tests.test_sweep_survives import statuses
 
 pytestmark = pytest.mark.slow
@@ -104,15 +111,24 @@ def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path):
         assert max(trial.intermediate_values) == int(run.data.tags["pruned_at"])
     assert parents[0].data.metrics["jobs_pruned"] == len(pruned)
     assert f"{len(pruned)} pruned" in done.stdout
-    assert f"{len(pruned)} pruned" in run_cli("pipeline.report", "--tracking-uri", uri,
-                                              cwd=tmp_path).stdout  # fmt: skip
+    assert (
+        f"{len(pruned)} pruned"
+        in run_cli("pipeline.report", "--tracking-uri", uri, cwd=tmp_path).stdout
+    )
 
 
 def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path):
     uri, _ = store
     search_run(uri, tmp_path, "search.pruner=none")
-    resumed = run_cli("pipeline.search", "--resume", "latest", "search.n_trials=3",
-                      "search.pruner=none", f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    resumed = run_cli(
+        "pipeline.search",
+        "--resume",
+        "latest",
+        "search.n_trials=3",
+        "search.pruner=none",
+        f"tracking.uri={uri}",
+        cwd=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     parents, children = parents_and_children(MlflowClient(uri))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -164,8 +180,12 @@ def test_a_trial_proposes_the_same_values_whichever_process_runs_it(store, tmp_p
     uri, _ = store
     (parent,), _ = two_processes(uri, tmp_path)
     shared = {t.number: t.params for t in study_of(uri, parent).trials}
-    alone = search_run(f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}", tmp_path,
-                       "search.n_trials=6", "search.pruner=none")[3]  # fmt: skip
+    alone = search_run(
+        f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}",
+        tmp_path,
+        "search.n_trials=6",
+        "search.pruner=none",
+    )[3]
     assert shared == {t.number: t.params for t in alone.trials}
 
 
@@ -175,8 +195,11 @@ def search_in_flight(uri, client, tmp_path) -> subprocess.Popen:
     with open(tmp_path / "out.txt", "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", *command(uri, *long_trials)],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_until(lambda: "parent run" in (tmp_path / "out.txt").read_text())  # the store exists
     wait_until(lambda: statuses(client())["RUNNING"] >= 2)
     return process
@@ -213,24 +236,26 @@ def test_kill_9_of_the_launcher_leaves_nothing_running(store, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (
-            ["pipeline.train", "-m", "sweep=search"],
-            "sweep=search is a search: run it with make search",
-        ),
-        (["pipeline.search", "hydra.sweeper.n_trials=4"], "hydra.sweeper.n_trials=4 is Hydra's"),
+        ([train.main, "-m", "sweep=search"], "sweep=search is a search: run it with make search"),
+        ([search.main, "hydra.sweeper.n_trials=4"], "hydra.sweeper.n_trials=4 is Hydra's"),
     ],
 )
-def test_the_old_way_of_searching_is_one_line(store, tmp_path, argv, message):
+def test_the_old_way_of_searching_is_one_line(store, tmp_path, capfd, argv, message):
     uri, _ = store
-    assert_one_error_line(run_cli(*argv, f"tracking.uri={uri}", cwd=tmp_path), message)
+    done = call_main(capfd, *argv, f"tracking.uri={uri}", cwd=tmp_path)
+    assert_one_error_line(done, message)
 
 
 def test_a_study_on_postgresql_as_on_several_machines(store, tmp_path, postgres):
     uri, client = store
     storage = postgres("optuna")  # what machines share: a database server
     # quoted: the URL has an = (a Unix socket's folder), as in Hydra's override grammar
-    shared = [f"search.storage='{storage}'", "search.study=team", "search.workers=2",
-              "search.n_trials=2"]  # fmt: skip
+    shared = [
+        f"search.storage='{storage}'",
+        "search.study=team",
+        "search.workers=2",
+        "search.n_trials=2",
+    ]
     done = run_cli(*command(uri, *shared), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     parents, children = parents_and_children(client())

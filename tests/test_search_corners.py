@@ -1,7 +1,8 @@
 """``make search`` in the corners hostile testing found, held to the entry points' rules:
 one line and exit 2 for a user's mistake, before anything is created; no traceback on a
 stop; no password recorded; choose on validation, never on test. Real subprocesses, real
-SQLite stores (and a real PostgreSQL for the password); each test failed before its fix.
+SQLite stores (and a real PostgreSQL for the password); a refusal through ``main(argv)`` in
+this process. Each test failed before its fix.
 (The old wording of a docstring says what went wrong before.)"""
 
 import signal
@@ -13,10 +14,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.search import main as search_main
 from pipeline.sweeps import studies
 from tests.helpers import (
     all_runs,
     assert_one_error_line,
+    call_main,
     parents_and_children,
     run_cli,
     stops_caught,
@@ -27,9 +30,17 @@ from tests.helpers import (
 TINY = ["train.iterations=40", "train.log_every=10", "search.workers=1", "search.n_trials=2"]
 
 
+def search_argv(uri, *overrides, resume=None) -> list[str]:
+    return [*(["--resume", resume] if resume else []), f"tracking.uri={uri}", *TINY, *overrides]
+
+
 def search(uri, *overrides, cwd, resume=None):
-    head = ["pipeline.search", *(["--resume", resume] if resume else [])]
-    return run_cli(*head, f"tracking.uri={uri}", *TINY, *overrides, cwd=cwd)
+    return run_cli("pipeline.search", *search_argv(uri, *overrides, resume=resume), cwd=cwd)
+
+
+def refused_search(capfd, uri, *overrides, cwd, resume=None):
+    """A search refused before it starts: its main(argv), in this process."""
+    return call_main(capfd, search_main, *search_argv(uri, *overrides, resume=resume), cwd=cwd)
 
 
 def one_error_line(done, *fragments: str) -> None:
@@ -50,26 +61,25 @@ def nothing_created(uri) -> None:
     assert not study_names(uri)
 
 
-@pytest.mark.slow
-def test_a_storage_under_a_file_is_one_line(store, tmp_path):
+def test_a_storage_under_a_file_is_one_line(store, tmp_path, capfd):
     """``search.storage`` where its folder cannot be made (a file is in the way, /proc/...):
     was a FileExistsError traceback from mkdir, outside open_storage's try."""
     uri, _ = store
     (tmp_path / "afile").write_text("")
     storage = f"sqlite:///{tmp_path / 'afile' / 'optuna.db'}"
-    done = search(uri, f"search.storage={storage}", cwd=tmp_path)
+    done = refused_search(capfd, uri, f"search.storage={storage}", cwd=tmp_path)
     one_error_line(done, "afile")
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_new_search_space(store, tmp_path):
+def test_resume_refuses_a_new_search_space(store, tmp_path, capfd):
     """``search.*`` overrides pass as the process's own on --resume (and on joining a
     study), ``search.space`` too: the resumed study samples model.depth 7..8 under a parent
     recorded as range(0, 5). Overrides that change the study's config are to be refused."""
     uri, _ = store
     assert search(uri, cwd=tmp_path).returncode == 0
-    resumed = search(uri, 'search.space={model.depth:"range(7,9)"}', cwd=tmp_path,
-                     resume="latest")  # fmt: skip
+    space = 'search.space={model.depth:"range(7,9)"}'
+    resumed = refused_search(capfd, uri, space, cwd=tmp_path, resume="latest")
     (name,) = study_names(uri)
     study = optuna.load_study(study_name=name, storage=studies.storage_url(None, uri))
     depths = [t.params["model.depth"] for t in study.trials]
@@ -77,14 +87,13 @@ def test_resume_refuses_a_new_search_space(store, tmp_path):
     one_error_line(resumed, "search.space")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("val_size", ["dataset.val_size=0", "dataset.val_size=choice(0.0,0.2)"])
-def test_a_search_without_a_validation_part_is_refused(store, tmp_path, val_size):
+def test_a_search_without_a_validation_part_is_refused(store, tmp_path, capfd, val_size):
     """With val_size=0 the objective is the test accuracy and the pruner watches test_cost:
     the search chooses on test (and with val_size in the space, compares test accuracies with
     validation accuracies). Early stopping refuses val_size=0; a search must too."""
     uri, _ = store
-    done = search(uri, val_size, cwd=tmp_path)
+    done = refused_search(capfd, uri, val_size, cwd=tmp_path)
     one_error_line(done, "dataset.val_size")
     nothing_created(uri)
 
@@ -105,8 +114,11 @@ def test_a_stop_while_the_search_is_checked_is_clean(store, tmp_path, signum):
     ]
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.search", f"tracking.uri={uri}", *TINY, *big],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_until(lambda: stops_caught(process.pid))  # its stop handlers set: checking corners
     assert process.poll() is None
     process.send_signal(signum)
@@ -137,7 +149,7 @@ def test_a_new_search_whose_name_is_taken_this_second_still_runs(store, tmp_path
 
 
 @pytest.mark.slow
-def test_joining_a_study_that_minimises_is_refused(store, tmp_path):
+def test_joining_a_study_that_minimises_is_refused(store, tmp_path, capfd):
     """``search.study=z`` joins a study that minimises (made by hand, with a real parent): the
     sampler then seeks the worst accuracy, while the summary reports the max as best."""
     uri, _ = store
@@ -147,7 +159,7 @@ def test_joining_a_study_that_minimises_is_refused(store, tmp_path):
     z = optuna.create_study(study_name="z", storage=storage, direction="minimize")
     for key in (studies.PARENT_ATTR, studies.OVERRIDES_ATTR):
         z.set_user_attr(key, real.user_attrs[key])
-    done = search(uri, "search.study=z", cwd=tmp_path)
+    done = refused_search(capfd, uri, "search.study=z", cwd=tmp_path)
     one_error_line(done, "z")
     assert not optuna.load_study(study_name="z", storage=storage).trials
 
@@ -170,27 +182,24 @@ def test_the_storage_password_is_never_recorded(store, tmp_path, postgres):
     assert not leaking, leaking
 
 
-@pytest.mark.slow
-def test_a_dataset_that_cannot_be_made_is_one_line_before_anything(store, tmp_path):
+def test_a_dataset_that_cannot_be_made_is_one_line_before_anything(store, tmp_path, capfd):
     """make_classification needs n_classes <= 2**n_informative (n_features // 2, at least 2):
     config.validate does not check it, so the search creates its study and parent, its
     first trial fails, and it ends 'the search stopped: ValueError', exit 1, parent FAILED."""
     uri, _ = store
-    bad = ["dataset=classification", "dataset.n_features=2", "dataset.n_classes=5",
-           "dataset.n_samples=200"]  # fmt: skip
-    done = search(uri, *bad, cwd=tmp_path)
+    bad = ["dataset=classification", "dataset.n_features=2", "dataset.n_classes=5"]
+    done = refused_search(capfd, uri, *bad, "dataset.n_samples=200", cwd=tmp_path)
     one_error_line(done, "dataset.n_classes")
     nothing_created(uri)
 
 
-@pytest.mark.slow
-def test_a_dimension_over_where_runs_are_tracked_is_refused(store, tmp_path):
+def test_a_dimension_over_where_runs_are_tracked_is_refused(store, tmp_path, capfd):
     """``tracking.*`` (like ``hydra.*``) changes no job and cannot be a dimension: each
     trial is sent to the store it samples, the search stops 'No Experiment with id=1 exists'
     (exit 1), the parent FAILED, and a stray store is made."""
     uri, _ = store
     elsewhere = [f"sqlite:///{tmp_path / name}.db" for name in ("a", "b")]
-    done = search(uri, f"tracking.uri=choice({','.join(elsewhere)})", cwd=tmp_path)
+    done = refused_search(capfd, uri, f"tracking.uri=choice({','.join(elsewhere)})", cwd=tmp_path)
     one_error_line(done, "tracking.uri")
     assert not (tmp_path / "a.db").exists() and not (tmp_path / "b.db").exists()
     assert not parents_and_children(MlflowClient(uri))[0]
@@ -202,8 +211,15 @@ def test_resume_takes_overrides_on_both_sides_of_the_option(store, tmp_path):
     overrides after the option when some came before it, in two lines (usage and error)."""
     uri, _ = store
     assert search(uri, cwd=tmp_path).returncode == 0
-    done = run_cli("pipeline.search", "search.n_trials=1", "--resume", "latest",
-                   f"tracking.uri={uri}", "search.workers=1", cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "pipeline.search",
+        "search.n_trials=1",
+        "--resume",
+        "latest",
+        f"tracking.uri={uri}",
+        "search.workers=1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 trials in 1 workers" in done.stdout and "2 trials before" in done.stdout
 
@@ -222,12 +238,11 @@ def test_a_password_is_hidden_wherever_it_is_in_a_url(url, shown):
     assert studies.hidden_password(url) == shown
 
 
-@pytest.mark.slow
-def test_resume_given_an_override_is_one_line(store, tmp_path):
+def test_resume_given_an_override_is_one_line(store, tmp_path, capfd):
     """``--resume tracking.uri=...`` (the run id forgotten) took the override for a run id
     and opened the default store (mlruns/), making its mlflow.db and optuna.db."""
     uri, _ = store
-    done = run_cli("pipeline.search", "--resume", f"tracking.uri={uri}", cwd=tmp_path)
+    done = call_main(capfd, search_main, "--resume", f"tracking.uri={uri}", cwd=tmp_path)
     assert_one_error_line(done, "--resume takes a parent run id or latest, not tracking.uri=")
 
 
@@ -239,8 +254,9 @@ def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path):
     grid = ["pipeline.train", "-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2"]
     assert run_cli(*grid, "model.width=4", cwd=tmp_path).returncode == 0
     assert search(uri, cwd=tmp_path).returncode == 0
-    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                      cwd=tmp_path)  # fmt: skip
+    resumed = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
 

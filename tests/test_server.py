@@ -23,10 +23,18 @@ def api(base, path, body=None):
 def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
     base, port, log = server
     done = run_cli(
-        "pipeline.train", "-m", "sweep=default", "tracking=server", "train=quick",
-        "model.depth=1,2", "model.width=4", "train.learning_rate=0.5", "hydra.launcher.n_jobs=2",
-        cwd=tmp_path, env={"PORT": str(port)},
-    )  # fmt: skip
+        "pipeline.train",
+        "-m",
+        "sweep=default",
+        "tracking=server",
+        "train=quick",
+        "model.depth=1,2",
+        "model.width=4",
+        "train.learning_rate=0.5",
+        "hydra.launcher.n_jobs=2",
+        cwd=tmp_path,
+        env={"PORT": str(port)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     experiment = api(base, "experiments/get-by-name?experiment_name=moons")["experiment"]
@@ -47,8 +55,15 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
         assert png.startswith(b"\x89PNG")
 
     env = {"MLFLOW_TRACKING_URI": base}
-    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", "tracking=server",
-                      cwd=tmp_path, env={"PORT": str(port)})  # fmt: skip
+    resumed = run_cli(
+        "pipeline.train",
+        "-m",
+        "--resume",
+        "latest",
+        "tracking=server",
+        cwd=tmp_path,
+        env={"PORT": str(port)},
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # its job list, read over REST
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
     again = run_cli("pipeline.reproduce", children[0]["info"]["run_id"], cwd=tmp_path, env=env)
@@ -59,9 +74,11 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
     parent_id = parents[0]["info"]["run_id"]
     listed = api(base, f"artifacts/list?run_id={parent_id}&path=report")["files"]
     assert {f["path"] for f in listed} == {
-        "report/accuracy_heatmap.png", "report/cost_curves.png", "report/runs.csv",
+        "report/accuracy_heatmap.png",
+        "report/cost_curves.png",
+        "report/runs.csv",
         "report/runs.md",
-    }  # fmt: skip
+    }
     assert not errors_in(log)
 
 
@@ -79,12 +96,16 @@ def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path)
     launcher.kill()  # kill -9: its loky workers end their runs KILLED on their own
     launcher.wait()
     wait_until(lambda: not statuses(client)["RUNNING"], timeout=30)
-    finished = {c.data.tags["config_digest"] for c in parents_and_children(client)[1]
-                if c.info.status == "FINISHED"}  # fmt: skip
+    finished = {
+        c.data.tags["config_digest"]
+        for c in parents_and_children(client)[1]
+        if c.info.status == "FINISHED"
+    }
     assert 3 <= len(finished) < 12
 
-    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={base}",
-                   cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={base}", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
     (parent,), children = parents_and_children(client)
@@ -97,9 +118,14 @@ def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path)
 
 
 # 100 quick jobs, 8 at a time: 2 depths x 5 widths x 10 learning rates, 101 points a curve.
-LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16,32",
-        "train.learning_rate=0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
-        "hydra.launcher.n_jobs=8"]  # fmt: skip
+LOAD = [
+    "sweep=default",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=2,4,8,16,32",
+    "train.learning_rate=0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+    "hydra.launcher.n_jobs=8",
+]
 
 
 @pytest.mark.skipif(
@@ -111,8 +137,7 @@ LOAD = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=2,4,8,16
 def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
     # ~1 min on an idle 2-core machine; the timeout leaves room for a machine others share
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path,
-                   timeout=900)  # fmt: skip
+    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     print(*[line for line in done.stdout.splitlines() if line.startswith("sweep done")])  # -s
     client = MlflowClient(base)

@@ -31,13 +31,19 @@ from tests.helpers import (
     free_port,
     parents_and_children,
     run_cli,
-)  # fmt: skip
+)
 
 pytestmark = pytest.mark.slow
 
 PASSWORDS = {"admin": ADMIN_PASSWORD, "viewer": "viewer-Pw-41d2b8", "editor": "editor-Pw-93a0f6"}
-SWEEP = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=4",
-         "train.learning_rate=0.5", "hydra.launcher.n_jobs=2"]  # fmt: skip
+SWEEP = [
+    "sweep=default",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=4",
+    "train.learning_rate=0.5",
+    "hydra.launcher.n_jobs=2",
+]
 
 
 def credentials(user: str, password: str | None = None) -> dict[str, str]:
@@ -131,12 +137,19 @@ def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path):
     assert not [p for p in files if password in p.read_bytes()]
     assert PASSWORDS["editor"] not in done.stdout + done.stderr
 
-    read = run_cli("pipeline.report", "--tracking-uri", team.base, cwd=tmp_path,
-                   env=credentials("viewer"))  # fmt: skip
+    read = run_cli(
+        "pipeline.report", "--tracking-uri", team.base, cwd=tmp_path, env=credentials("viewer")
+    )
     assert read.returncode == 0, read.stderr[-3000:]  # a viewer reads; its report stays here
     assert "not logged to the sweep's parent run" in read.stdout and "'viewer'" in read.stdout
-    again = run_cli("pipeline.reproduce", children[0].info.run_id, "--tracking-uri", team.base,
-                    cwd=tmp_path, env=credentials("viewer"))  # fmt: skip
+    again = run_cli(
+        "pipeline.reproduce",
+        children[0].info.run_id,
+        "--tracking-uri",
+        team.base,
+        cwd=tmp_path,
+        env=credentials("viewer"),
+    )
     assert_one_error_line(again, "'viewer'", "reproduce a run")
 
     register = ["pipeline.register", "best", "--tracking-uri", team.base]
@@ -158,17 +171,23 @@ def test_the_first_admin_needs_a_password_from_the_environment_or_a_file(
     monkeypatch.delenv(auth.PASSWORD_ENV, raising=False)
     store = f"sqlite:///{tmp_path}/s.db"
     argv = ["--auth", "--port", str(free_port()), "--backend-store-uri", store]
-    assert_entry_fails_in_one_line(server_cli.main, argv, capsys, auth.PASSWORD_ENV,
-                                   "ADMIN_PASSWORD_FILE")  # fmt: skip
+    assert_entry_fails_in_one_line(
+        server_cli.main, argv, capsys, auth.PASSWORD_ENV, "ADMIN_PASSWORD_FILE"
+    )
     assert not (tmp_path / "auth").exists()
 
     secret = tmp_path / "admin-password"
     secret.write_text("from-a-File-4e2\n")
     args = argparse.Namespace(
-        backend_store_uri=store, artifacts_destination="artifacts",
-        workers=2, auth=None, auth_db_uri=None, admin_password_file=str(secret),
-        default_permission=auth.DEFAULT_PERMISSION, metrics=False,
-    )  # fmt: skip
+        backend_store_uri=store,
+        artifacts_destination="artifacts",
+        workers=2,
+        auth=None,
+        auth_db_uri=None,
+        admin_password_file=str(secret),
+        default_permission=auth.DEFAULT_PERMISSION,
+        metrics=False,
+    )
     command, environment = server_cli.server_command(args, "0.0.0.0", 5999)  # beyond the loopback
     assert command[command.index("--app-name") + 1] == "basic-auth"
     assert environment[auth.PASSWORD_ENV] == "from-a-File-4e2"

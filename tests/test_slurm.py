@@ -23,10 +23,18 @@ from tests.test_sweep_survives import started
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-SLURM = ["hydra/launcher=slurm", f"hydra.launcher.partition={slurm_cluster.PARTITION}",
-         "hydra.launcher.mem_gb=1"]  # fmt: skip
-TWO_JOBS = ["sweep=default", "train=quick", "model.depth=1,2", "model.width=4",
-            "train.learning_rate=0.5"]  # fmt: skip
+SLURM = [
+    "hydra/launcher=slurm",
+    f"hydra.launcher.partition={slurm_cluster.PARTITION}",
+    "hydra.launcher.mem_gb=1",
+]
+TWO_JOBS = [
+    "sweep=default",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=4",
+    "train.learning_rate=0.5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +57,9 @@ def sweep_env(cluster: slurm_cluster.Cluster, **extra: str) -> dict[str, str]:
 def test_a_sweep_runs_as_slurm_jobs_against_a_tracking_server(slurm, server, tmp_path):
     base, port, log = server
     env = sweep_env(slurm, PORT=str(port))
-    done = run_cli("pipeline.train", "-m", *TWO_JOBS, *SLURM, "tracking=server", cwd=tmp_path,
-                   env=env)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", *TWO_JOBS, *SLURM, "tracking=server", cwd=tmp_path, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sweep done in" in done.stdout and ": 2 finished" in done.stdout, done.stdout
 
@@ -67,36 +76,52 @@ def test_a_sweep_runs_as_slurm_jobs_against_a_tracking_server(slurm, server, tmp
             steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
             assert sorted(steps) == list(range(0, 201, 2)), (child.info.run_name, key)
     # the jobs ran as Slurm jobs of this cluster (an array of 2), which its accounting knows
-    accounted = slurm.run("sacct", "--noheader", "--parsable2", "--allocations",
-                          "--format=JobID,State").stdout.split()  # fmt: skip
+    accounted = slurm.run(
+        "sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State"
+    ).stdout.split()
     assert len(accounted) == 2 and all(line.endswith("|COMPLETED") for line in accounted)
     assert not errors_in(log)
 
 
 # Two jobs of minutes (30000 iterations): long enough to stop one while it trains.
-LONG_JOBS = ["sweep=default", "model.depth=3", "model.width=64", "train.learning_rate=0.1,0.2",
-             "train.iterations=30000", "train.log_every=100"]  # fmt: skip
+LONG_JOBS = [
+    "sweep=default",
+    "model.depth=3",
+    "model.width=64",
+    "train.learning_rate=0.1,0.2",
+    "train.iterations=30000",
+    "train.log_every=100",
+]
 # Three jobs of a 1-minute limit: one of seconds, one of minutes (to cancel), one of hours
 # (its limit ends it); their runs have the same name.
 LIMITED = "hydra.launcher.timeout_min=1"
-THREE_JOBS = [*LONG_JOBS[:3], "train.learning_rate=0.1", "train.iterations=300,30000,10000000",
-              "train.log_every=100", LIMITED]  # fmt: skip
+THREE_JOBS = [
+    *LONG_JOBS[:3],
+    "train.learning_rate=0.1",
+    "train.iterations=300,30000,10000000",
+    "train.log_every=100",
+    LIMITED,
+]
 
 
 def start_sweep(cluster, tmp_path, *args: str, make: bool = False) -> subprocess.Popen:
     """A sweep on the cluster, in a process group of its own, with a SQLite store in
     tmp_path; its stdout and stderr go to out.txt and err.txt there (appended). With
     ``make``: through ``make sweep``, ``args`` its ARGS."""
-    own = [*SLURM, f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}"]
-    command = [sys.executable, "-m", "pipeline.train", "-m", *own, *args]
+    overrides = [*SLURM, f"tracking.uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}"]
+    command = [sys.executable, "-m", "pipeline.train", "-m", *overrides, *args]
     if make:
-        words = [*own, f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+        words = [*overrides, f"hydra.sweep.dir={tmp_path / 'multirun'}"]
         command = ["make", "-s", "-C", str(ROOT), "sweep", f"ARGS={' '.join(words)}", *args]
     with open(tmp_path / "out.txt", "a") as out, open(tmp_path / "err.txt", "a") as err:
         return subprocess.Popen(
-            command, cwd=tmp_path, stdout=out, stderr=err, env=os.environ | sweep_env(cluster),
+            command,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+            env=os.environ | sweep_env(cluster),
             start_new_session=True,
-        )  # fmt: skip
+        )
 
 
 def store_client(tmp_path) -> MlflowClient:
@@ -107,8 +132,9 @@ def running_children(tmp_path) -> list:
     """The sweep's children RUNNING in its store, once its launcher has created the parent."""
     if not started(tmp_path, "out.txt"):
         return []
-    return [r for r in parents_and_children(store_client(tmp_path))[1]
-            if r.info.status == "RUNNING"]  # fmt: skip
+    return [
+        r for r in parents_and_children(store_client(tmp_path))[1] if r.info.status == "RUNNING"
+    ]
 
 
 def wait_for_store(condition, what: str) -> None:
@@ -226,17 +252,25 @@ def test_without_accounting_the_launcher_learns_a_jobs_end_and_sigterm_cancels_t
 ):
     cluster = slurm_without_accounting
     assert cluster.run("sacct", check=False).returncode != 0
-    launcher = start_sweep(cluster, tmp_path, *LONG_JOBS[:3], "train.learning_rate=0.1",
-                           "train.iterations=30000,30001", "train.log_every=100")  # fmt: skip
+    launcher = start_sweep(
+        cluster,
+        tmp_path,
+        *LONG_JOBS[:3],
+        "train.learning_rate=0.1",
+        "train.iterations=30000,30001",
+        "train.log_every=100",
+    )
     with ended(launcher, cluster):
         wait_for_store(lambda: len(running_children(tmp_path)) == 2, "both runs to start")
         run = cancel_once_training(cluster, tmp_path, "30000")
         assert run.data.tags.get("killed_reason") == slurm_reasons.CANCELLED
         # the launcher learns of it from squeue, without sacct: it never hangs
         slurm_cluster.wait_until(
-            lambda: slurm_reasons.CANCELLED in (tmp_path / "out.txt").read_text(), 120,
-            "the launcher's line for the cancelled job", cluster,
-        )  # fmt: skip
+            lambda: slurm_reasons.CANCELLED in (tmp_path / "out.txt").read_text(),
+            120,
+            "the launcher's line for the cancelled job",
+            cluster,
+        )
 
         # SIGTERM to the launcher: its other Slurm job is cancelled, its run ends KILLED
         launcher.send_signal(signal.SIGTERM)

@@ -7,10 +7,8 @@ The entry points run in this process (``main(argv)``), the stores are real.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,44 +18,16 @@ from pipeline import register, report, reproduce, search, train, ui
 from pipeline.job.run import run_job
 from pipeline.processes.errors import shortened
 from pipeline.store import tracking
-from tests.helpers import ROOT, all_runs, assert_one_error_line, free_port, run_cli
+from tests.helpers import ROOT, all_runs, assert_one_error_line, call_main, free_port, run_cli
 
 QUICK = ["train.iterations=40", "train.log_every=4"]
-
-
-@pytest.fixture
-def entry_point(capfd, monkeypatch):
-    """run(main, argv) -> (exit code, stdout, stderr) of an entry point run in this process;
-    the signal handlers and hooks it installs are undone after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
-    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-    def run(main, argv: list[str]):
-        capfd.readouterr()
-        with pytest.raises(SystemExit) as stopped:
-            main(argv)
-        out, err = capfd.readouterr()
-        return Done(stopped.value.code, out, err)
-
-    yield run
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-
-
-class Done:
-    """What assert_one_error_line reads of a finished command."""
-
-    def __init__(self, returncode, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
 # ---- a database in memory -------------------------------------------------------------------
 
 IN_MEMORY = {
-    "train": (train.cli, ["tracking.uri=sqlite://", *QUICK]),
-    "sweep": (train.cli, ["-m", "tracking.uri=sqlite://", *QUICK, "model.depth=1,2"]),
+    "train": (train.main, ["tracking.uri=sqlite://", *QUICK]),
+    "sweep": (train.main, ["-m", "tracking.uri=sqlite://", *QUICK, "model.depth=1,2"]),
     "search": (search.main, ["tracking.uri=sqlite://", *QUICK, "model.depth=range(1,3)"]),
     "report": (report.main, ["--tracking-uri", "sqlite://"]),
     "reproduce": (reproduce.main, ["0a1b", "--tracking-uri", "sqlite://"]),
@@ -67,15 +37,14 @@ IN_MEMORY = {
 
 @pytest.mark.parametrize("command", [*IN_MEMORY, "ui"])
 @pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:"])
-def test_a_store_in_memory_is_refused_by_every_command(entry_point, monkeypatch, tmp_path,
-                                                       command, uri):  # fmt: skip
-    monkeypatch.chdir(tmp_path)
+def test_a_store_in_memory_is_refused_by_every_command(capfd, tmp_path, command, uri):
     if command == "ui":
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        done = entry_point(ui.main, ["--port", str(free_port())])
+        env = {"MLFLOW_TRACKING_URI": uri}
+        done = call_main(capfd, ui.main, "--port", str(free_port()), cwd=tmp_path, env=env)
     else:
         main, argv = IN_MEMORY[command]
-        done = entry_point(main, [a.replace("sqlite://", uri) for a in argv])
+        argv = [a.replace("sqlite://", uri) for a in argv]
+        done = call_main(capfd, main, *argv, cwd=tmp_path)
     assert_one_error_line(done, f"tracking.uri={uri} is a database in memory", "sqlite:///")
     assert "FINISHED" not in done.stdout
     assert sorted(os.listdir(tmp_path)) == []  # no Hydra outputs, no store
@@ -84,11 +53,10 @@ def test_a_store_in_memory_is_refused_by_every_command(entry_point, monkeypatch,
 # ---- PostgreSQL -----------------------------------------------------------------------------
 
 
-def test_a_database_server_that_does_not_answer_is_one_line(entry_point, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_a_database_server_that_does_not_answer_is_one_line(capfd, tmp_path):
     uri = f"postgresql://u@127.0.0.1:{free_port()}/db"  # nothing listens there
     for sweep in ([], ["-m", "model.depth=1,2"]):
-        done = entry_point(train.cli, [*sweep, f"tracking.uri={uri}", *QUICK])
+        done = call_main(capfd, train.main, *sweep, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
         assert_one_error_line(done, f"the store {uri} cannot be used", "Connection refused")
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -99,8 +67,14 @@ def test_a_database_server_that_is_silent_is_one_line(tmp_path):
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         uri = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db"
-        done = run_cli("pipeline.train", f"tracking.uri={uri}", *QUICK, cwd=tmp_path,
-                       env={"PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+        done = run_cli(
+            "pipeline.train",
+            f"tracking.uri={uri}",
+            *QUICK,
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
     assert_one_error_line(done, f"the store {uri} cannot be used", "timeout expired")
     assert sorted(os.listdir(tmp_path)) == []
 
@@ -109,20 +83,20 @@ def test_a_database_server_that_is_silent_is_one_line(tmp_path):
     ("mistake", "reason"),
     [("role", 'role "nobody" does not exist'), ("database", 'database "nosuch" does not exist')],
 )
-def test_a_database_that_refuses_is_one_line(entry_point, postgres, mistake, reason):
+def test_a_database_that_refuses_is_one_line(capfd, postgres, mistake, reason):
     uri = postgres(f"refusing_{mistake}")
     if mistake == "role":
         uri = uri.replace("postgres:@", "nobody:@")
     else:
         uri = uri.replace("/refusing_database?", "/nosuch?")
-    done = entry_point(report.main, ["--tracking-uri", uri])
+    done = call_main(capfd, report.main, "--tracking-uri", uri)
     assert_one_error_line(done, f"the store {uri} cannot be used", reason)
 
 
 # ---- whole lines ----------------------------------------------------------------------------
 
 
-def test_a_file_store_s_error_is_whole(entry_point, tmp_path):
+def test_a_file_store_s_error_is_whole(tmp_path):
     uri = (tmp_path / "filestore").as_uri()
     with pytest.raises(tracking.StoreError) as refused:
         tracking.connect(uri)
@@ -153,8 +127,11 @@ def small_disk(tmp_path):
     where this machine cannot mount one (mounting needs root)."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
 
@@ -172,16 +149,16 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(small_disk,
-                                                                            tmp_path):  # fmt: skip
+def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(small_disk, tmp_path):
     disk, _ = small_disk(2048)
     uri = f"sqlite:///{disk / 'mlflow.db'}"
     tracking.connect(uri)  # the store's schema, before the disk is filled
     _, filler = small_disk(250)  # room for the parent and a job or two, not six
     env = {"PYTHONPATH": str(ROOT)}
     grid = ["model.depth=1,2,3", "model.width=4,8"]
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, *grid, cwd=tmp_path,
-                   env=env)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", f"tracking.uri={uri}", *QUICK, *grid, cwd=tmp_path, env=env
+    )
     assert_one_error_line(done, "the store's disk is full: ", "RESUME=latest", code=1)
     client = MlflowClient(uri)
     (parent,) = [r for r in all_runs(client) if tracking.SWEEP_TAG in r.data.tags]
@@ -190,39 +167,42 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_sweep_resumes_once_freed(smal
     else:
         assert "ended FAILED" in done.stderr
     filler.unlink()  # space freed
-    resumed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                      cwd=tmp_path, env=env)  # fmt: skip
+    resumed = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Traceback" not in resumed.stderr
     runs = all_runs(client)
-    finished = [r.data.tags["config_digest"] for r in runs
-                if tracking.parent_of(r) and r.info.status == "FINISHED"]  # fmt: skip
+    finished = [
+        r.data.tags["config_digest"]
+        for r in runs
+        if tracking.parent_of(r) and r.info.status == "FINISHED"
+    ]
     assert len(finished) == len(set(finished)) == 6  # each job once
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", [[], ["-m", "model.depth=1,2"]])
-def test_a_full_disk_under_a_single_run_or_a_new_sweep_is_one_line(entry_point, small_disk,
-                                                                   tmp_path, monkeypatch,
-                                                                   sweep):  # fmt: skip
-    monkeypatch.chdir(tmp_path)
+def test_a_full_disk_under_a_single_run_or_a_new_sweep_is_one_line(
+    capfd, small_disk, tmp_path, sweep
+):
     disk, _ = small_disk(2048)
     uri = f"sqlite:///{disk / 'mlflow.db'}"
     tracking.connect(uri)
     small_disk(0 if sweep else 40)  # a run fills it; a sweep's parent does not fit at all
-    done = entry_point(train.cli, [*sweep, f"tracking.uri={uri}", *QUICK])
+    done = call_main(capfd, train.main, *sweep, f"tracking.uri={uri}", *QUICK, cwd=tmp_path)
     assert_one_error_line(done, "the store's disk is full")
     assert "FINISHED" not in done.stdout
 
 
 @pytest.mark.slow
-def test_a_full_disk_for_a_report_is_one_line_and_nothing_half_written(entry_point, store,
-                                                                       small_disk, tmp_path,
-                                                                       compose_config):  # fmt: skip
+def test_a_full_disk_for_a_report_is_one_line_and_nothing_half_written(
+    capfd, store, small_disk, compose_config
+):
     uri, _ = store
     run_id = run_job(compose_config(f"tracking.uri={uri}", *QUICK)).run_id
     disk, _ = small_disk(30)  # room for the tables, not for the plots
-    done = entry_point(report.main, ["--run", run_id, "--tracking-uri", uri, "--out", str(disk)])
+    done = call_main(capfd, report.main, "--run", run_id, "--tracking-uri", uri, "--out", str(disk))
     assert_one_error_line(done, f"the disk of {disk} is full", "--out")
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no folder, no half a file

@@ -14,15 +14,32 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
+from pipeline import train
 from pipeline.job.run import run_job
-from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught, wait_until
+from tests.helpers import (
+    CONF,
+    ROOT,
+    call_main,
+    parents_and_children,
+    run_cli,
+    stops_caught,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 # 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
-GRID = ["sweep=default", "model.depth=1,2", "model.width=8,16,32", "train.learning_rate=0.1,0.5",
-        "train.iterations=2000", "train.log_every=50", "hydra.launcher.n_jobs=2"]  # fmt: skip
+GRID = [
+    "sweep=default",
+    "model.depth=1,2",
+    "model.width=8,16,32",
+    "train.learning_rate=0.1,0.5",
+    "train.iterations=2000",
+    "train.log_every=50",
+    "hydra.launcher.n_jobs=2",
+]
 
 
 def start(uri, tmp_path, *args, make=False, out="out.txt", env=None):
@@ -30,14 +47,27 @@ def start(uri, tmp_path, *args, make=False, out="out.txt", env=None):
     stderr go to files in tmp_path."""
     if make:
         own = [f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-        command = ["make", "-s", "-C", str(ROOT), "sweep", "SWEEP=default",
-                   f"ARGS={' '.join([*own, *GRID[1:], *args])}"]  # fmt: skip
+        command = [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT),
+            "sweep",
+            "SWEEP=default",
+            f"ARGS={' '.join([*own, *GRID[1:], *args])}",
+        ]
     else:
         command = [sys.executable, "-m", "pipeline.train", "-m", f"tracking.uri={uri}", *GRID]
         command += list(args)
     with open(tmp_path / out, "w") as stdout, open(tmp_path / f"err-{out}", "w") as stderr:
-        return subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=stderr,
-                                start_new_session=True, env=os.environ | (env or {}))  # fmt: skip
+        return subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            env=os.environ | (env or {}),
+        )
 
 
 def started(tmp_path, out="out.txt") -> bool:
@@ -62,8 +92,7 @@ def gone_within(processes, seconds):
 def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(store, tmp_path):
     uri, client = store
     launcher = start(uri, tmp_path)
-    wait_until(lambda: started(tmp_path) and statuses(client())[
-        "FINISHED"] >= 5)  # fmt: skip
+    wait_until(lambda: started(tmp_path) and statuses(client())["FINISHED"] >= 5)
     workers = descendants(launcher.pid)
     launcher.kill()
     launcher.wait()
@@ -76,21 +105,37 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     finished = {c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"}
     assert 5 <= len(finished) < 12 and not statuses(client())["RUNNING"]
 
-    changed = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                      "train.iterations=5", cwd=tmp_path)  # fmt: skip
+    changed = run_cli(
+        "pipeline.train",
+        "-m",
+        "--resume",
+        "latest",
+        f"tracking.uri={uri}",
+        "train.iterations=5",
+        cwd=tmp_path,
+    )
     refused = f"error: {parent.info.run_name} runs with the overrides it recorded: drop "
     assert changed.returncode == 2 and changed.stderr.startswith(refused + "train.iterations=5")
-    dry = run_cli("pipeline.train", "-m", "--resume", "latest", "--dry-run",
-                  f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    dry = run_cli(
+        "pipeline.train",
+        "-m",
+        "--resume",
+        "latest",
+        "--dry-run",
+        f"tracking.uri={uri}",
+        cwd=tmp_path,
+    )
     states = collections.Counter(line.split()[1] for line in dry.stdout.splitlines()[:-1])
     assert states == {"done": len(finished), "to": 12 - len(finished)}  # "to run"
     assert dry.stdout.strip().endswith(
         f"12 jobs, {len(finished)} done, {12 - len(finished)} to run (dry run: nothing trained or "
-        "written)")  # fmt: skip
+        "written)"
+    )
 
     before = {c.info.run_id for c in children}
-    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                   cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path
+    )
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]
     assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
     (again,), children = parents_and_children(client())
@@ -109,17 +154,25 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     overrides = [f"{k}={job.data.params[k]}" for k in ("model.depth", "model.width")]
     overrides += ["train.learning_rate=" + job.data.params["train.learning_rate"]]
     alone_uri = f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}"
-    with_cli = run_cli("pipeline.train", f"tracking.uri={alone_uri}", *overrides,
-                       "train.iterations=2000", "train.log_every=50", cwd=tmp_path)  # fmt: skip
+    with_cli = run_cli(
+        "pipeline.train",
+        f"tracking.uri={alone_uri}",
+        *overrides,
+        "train.iterations=2000",
+        "train.log_every=50",
+        cwd=tmp_path,
+    )
     assert with_cli.returncode == 0, with_cli.stderr[-2000:]
     (alone,) = parents_and_children(MlflowClient(alone_uri))[0]
     assert alone.data.tags["config_digest"] == job.data.tags["config_digest"]
     curve = [m.value for m in client().get_metric_history(job.info.run_id, "train_cost")]
-    assert curve == [m.value for m in MlflowClient(alone_uri).get_metric_history(
-        alone.info.run_id, "train_cost")]  # fmt: skip
+    assert curve == [
+        m.value for m in MlflowClient(alone_uri).get_metric_history(alone.info.run_id, "train_cost")
+    ]
 
-    complete = run_cli("pipeline.train", "-m", "--resume", parent.info.run_id,
-                       f"tracking.uri={uri}", cwd=tmp_path)  # fmt: skip
+    complete = run_cli(
+        "pipeline.train", "-m", "--resume", parent.info.run_id, f"tracking.uri={uri}", cwd=tmp_path
+    )
     assert complete.returncode == 0 and "12 finished, 0 to run" in complete.stdout
     assert len(parents_and_children(client())[1]) == len(children)  # nothing ran
 
@@ -150,8 +203,9 @@ def test_a_job_ending_as_its_launcher_is_killed_is_finished_and_never_run_again(
     errors = (tmp_path / "err-out.txt").read_text()
     assert "Warning" not in errors and "Traceback" not in errors, errors  # loky's "leaked semlock"
 
-    done = run_cli("pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}",
-                   cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Warning" not in done.stderr, done.stderr
     children = parents_and_children(client())[1]
@@ -165,10 +219,10 @@ def test_a_job_ending_as_its_launcher_is_killed_is_finished_and_never_run_again(
 def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, through_make):
     uri, client = store
     # no live batch: a job's points reach the store only as it ends
-    sweep = start(uri, tmp_path, "train.iterations=10000000", "tracking.flush_seconds=1e9",
-                  make=through_make)  # fmt: skip
-    wait_until(lambda: started(tmp_path) and statuses(client())[
-        "RUNNING"] >= 2)  # fmt: skip
+    sweep = start(
+        uri, tmp_path, "train.iterations=10000000", "tracking.flush_seconds=1e9", make=through_make
+    )
+    wait_until(lambda: started(tmp_path) and statuses(client())["RUNNING"] >= 2)
     time.sleep(3)  # both jobs in flight are past their first point (they never finish)
     processes = descendants(sweep.pid)
     sweep.send_signal(signal.SIGTERM)  # to make, or to the launcher: not to the workers
@@ -188,8 +242,13 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
 def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     uri, client = store
     launcher = start(uri, tmp_path)
-    wait_until(lambda: started(tmp_path) and statuses(client())[
-        "FINISHED"] >= 2 and statuses(client())["RUNNING"] >= 1)  # fmt: skip
+    wait_until(
+        lambda: (
+            started(tmp_path)
+            and statuses(client())["FINISHED"] >= 2
+            and statuses(client())["RUNNING"] >= 1
+        )
+    )
     running = [c for c in parents_and_children(client())[1] if c.info.status == "RUNNING"]
     victim = running[0]
     os.kill(int(victim.data.tags["worker_pid"]), signal.SIGKILL)  # as the OOM killer does
@@ -203,8 +262,10 @@ def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     }
     others = [c for d, c in latest.items() if d != victim.data.tags["config_digest"]]
     assert len(others) == 11 and {c.info.status for c in others} == {"FINISHED"}
-    assert parent.info.status == "FINISHED" and "Traceback" not in (
-        tmp_path / "err-out.txt").read_text()  # fmt: skip
+    assert (
+        parent.info.status == "FINISHED"
+        and "Traceback" not in (tmp_path / "err-out.txt").read_text()
+    )
 
 
 def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
@@ -250,16 +311,17 @@ def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
     assert not started(tmp_path) and not (tmp_path / "store").exists()
 
 
-def test_resume_refuses_what_it_cannot_do(compose_config, store, tmp_path):
+def test_resume_refuses_what_it_cannot_do(store, tmp_path, capfd):
     uri, client = store
-    single = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # closed before main
+        single = run_job(compose("config", overrides=[f"tracking.uri={uri}", "train=quick"]))
     for target, message in [
         ("feedbeef", "error: run 'feedbeef' not found in sqlite:///"),
         (single.run_id, f"error: cannot resume: run {single.run_id} is not a sweep's parent"),
         ("seed=3", "error: --resume takes a parent run id or latest, not seed=3"),
     ]:
-        done = run_cli("pipeline.train", "-m", "--resume", target, f"tracking.uri={uri}",
-                       cwd=tmp_path)  # fmt: skip
+        argv = ["-m", "--resume", target, f"tracking.uri={uri}"]
+        done = call_main(capfd, train.main, *argv, cwd=tmp_path)
         assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert len(parents_and_children(client())[0]) == 1  # nothing written

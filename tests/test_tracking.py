@@ -124,6 +124,7 @@ def test_a_tracking_uri_holding_a_password_is_refused_in_one_line_without_it(tmp
 
     uri = "http://ada:s3cret-Pw@127.0.0.1:9"  # would be recorded with the config: refused
     argv = ["--tracking-uri", uri, "--out", str(tmp_path / "reports")]
-    assert_entry_fails_in_one_line(report.main, argv, capsys, "http://ada:***@127.0.0.1:9",
-                                   "MLFLOW_TRACKING_PASSWORD")  # fmt: skip
+    assert_entry_fails_in_one_line(
+        report.main, argv, capsys, "http://ada:***@127.0.0.1:9", "MLFLOW_TRACKING_PASSWORD"
+    )
     assert not (tmp_path / "reports").exists()

@@ -121,9 +121,12 @@ def test_min_delta_counts_only_large_enough_improvements(noisy):
 
 def test_early_stopping_hands_back_the_best_parameters_at_the_last_iteration(moons):
     result = train(
-        moons, layer_dims(2, 1, 8, 1), iterations=200, log_every=20,
+        moons,
+        layer_dims(2, 1, 8, 1),
+        iterations=200,
+        log_every=20,
         listeners=[EarlyStopping(patience=1000)],
-    )  # fmt: skip
+    )
     val = result.curves["val_cost"]
     assert result.stopped_at == 200 and result.best_iteration == result.steps[int(np.argmin(val))]
     assert cost_on(moons.X_val, moons.Y_val, result.parameters, "relu") == min(val)

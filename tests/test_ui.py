@@ -27,9 +27,12 @@ def test_ui_serves_the_store_and_points_at_the_runs_table(
     env = {k: v for k, v in os.environ.items()} | {"MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.ui", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         first_line = process.stdout.readline().decode()
         base = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -202,9 +202,12 @@ HYDRA_NOISE = ("full_key:", "reference_type=", "object_type=", "Set the environm
 LAUNCHER_EXTRAS = {"ray": "ray", "submitit_local": "cluster", "submitit_slurm": "cluster"}
 
 
-def error_line(error: Exception) -> str:
+def error_line(error: BaseException) -> str | None:
     """One line that names the key and the value, for a ConfigError or for Hydra's and
-    OmegaConf's several-line errors (unknown key or option, wrong type, bad syntax)."""
+    OmegaConf's several-line errors (unknown key or option, wrong type, bad syntax); None
+    for any other error."""
+    if not isinstance(error, (ConfigError, HydraException, OmegaConfBaseException)):
+        return None
     group, _, option = str(getattr(error, "missing_cfg_file", "")).rpartition("/")
     if group == "hydra/launcher" and option in LAUNCHER_EXTRAS:
         extra = LAUNCHER_EXTRAS[option]

@@ -75,8 +75,12 @@ SYNTHETIC = ("moons", "circles", "blobs", "classification")
 WITH_N_FEATURES = ("blobs", "classification")  # the other synthetic sets have 2 features
 # The bundled sets' (examples, features), so that a config is checked without loading
 # scikit-learn (tests compare them with what its loaders return).
-BUNDLED_SHAPES = {"breast_cancer": (569, 30), "iris": (150, 4), "wine": (178, 13),
-                  "digits": (1797, 64)}  # fmt: skip
+BUNDLED_SHAPES = {
+    "breast_cancer": (569, 30),
+    "iris": (150, 4),
+    "wine": (178, 13),
+    "digits": (1797, 64),
+}
 
 
 def shape_of(d) -> tuple[int, int]:

@@ -123,9 +123,9 @@ def run_job(
         live = tracking.LiveCurves(client, run_id, cfg.tracking.flush_seconds)
         # before the live curves: a point's dynamics go in the same batch as its costs
         dynamics = Dynamics(cfg.train.learning_rate, live.keep) if cfg.tracking.dynamics else None
-        own: list[Listener] = [dynamics, live] if dynamics else [live]
+        job_listeners: list[Listener] = [dynamics, live] if dynamics else [live]
         if cfg.train.patience:
-            own.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
+            job_listeners.append(EarlyStopping(cfg.train.patience, cfg.train.min_delta))
         try:
             with blas_libraries().limit(limits=cfg.train.blas_threads, user_api="blas"):
                 result = train(
@@ -137,7 +137,7 @@ def run_job(
                     iterations=cfg.train.iterations,
                     log_every=cfg.train.log_every,
                     seed=cfg.seed,
-                    listeners=[*own, *listeners],
+                    listeners=[*job_listeners, *listeners],
                     optimization=optimization(cfg.train),
                 )
         except BaseException:  # Ctrl-C or an error: the points so far go to the store first

@@ -138,8 +138,10 @@ def gradient_check_n(
     grads = backward(AL, problem.Y, caches)
     checks = []
     for l in range(1, n_layers(problem.parameters) + 1):
-        checked = {f"d{name}": (coordinates[name].size, problem.parameters[name].size)
-                   for name in (f"W{l}", f"b{l}")}  # fmt: skip
+        checked = {
+            f"d{name}": (coordinates[name].size, problem.parameters[name].size)
+            for name in (f"W{l}", f"b{l}")
+        }
         grad_norm = float(np.linalg.norm(grads[f"dW{l}"]))
         checks.append(
             LayerCheck(l, checked, grad_norm, check_layer(problem, l, coordinates, epsilon))
@@ -254,8 +256,9 @@ def layer_line(check: LayerCheck) -> str:
         return line
     causes, again = [], []
     if check.kinked_examples:
-        causes.append(f"{check.kinked_examples} of {first.n_examples} examples cross ReLU's "
-                      "kink at +-eps")  # fmt: skip
+        causes.append(
+            f"{check.kinked_examples} of {first.n_examples} examples cross ReLU's kink at +-eps"
+        )
         again.append("without them")
     if check.rechecked_at:
         causes.append(f"round-off: too small for eps={first.epsilon:g}")

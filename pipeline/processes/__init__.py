@@ -1,3 +1,3 @@
-"""How the entry points' processes run, stop and die: stop signals and the launcher's death
-(``stopping``), the launcher's workers (``workers``), process settings (``settings``) and
-one-line errors (``errors``)."""
+"""How the entry points' processes run, stop and die: the one wrapper of every command line
+(``entry``), stop signals and the launcher's death (``stopping``), the launcher's workers
+(``workers``), process settings (``settings``) and one-line errors (``errors``)."""

@@ -5,6 +5,7 @@ import sys
 from typing import NoReturn
 
 LINE_LIMIT = 300  # characters of a quoted message in a one-line report
+USER_ERROR = 2  # the exit code of a user's mistake
 
 
 class InputError(Exception):
@@ -40,7 +41,13 @@ def fitting(pieces: list[str], limit: int) -> str:
     return kept
 
 
-def fail(message: object) -> NoReturn:
-    """Print ``error: message`` on stderr and exit 2; for entry points only."""
+def say(message: object) -> None:
+    """Print ``error: message``, the one line of an error, on stderr."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+
+
+def fail(message: object) -> NoReturn:
+    """``say(message)`` and exit 2, where an exception would not reach the entry point's
+    wrapper (``pipeline.processes.entry``): inside Hydra's job, which prints any other."""
+    say(message)
+    sys.exit(USER_ERROR)

@@ -57,8 +57,9 @@ def queued_jobs() -> set[str] | None:
 def accounted_state(job_id: str) -> str | None:
     """Slurm's final state of a job that left the queue (``CANCELLED by 0``, ``TIMEOUT``,
     ``OUT_OF_MEMORY``...), from its accounting; None where ``sacct`` fails (no accounting)."""
-    record = answer("sacct", "--noheader", "--parsable2", "--allocations", "--format=State",
-                    f"--jobs={job_id}")  # fmt: skip
+    record = answer(
+        "sacct", "--noheader", "--parsable2", "--allocations", "--format=State", f"--jobs={job_id}"
+    )
     return (record or "").partition("\n")[0].strip() or None
 
 

@@ -71,8 +71,9 @@ def admin_password(password_file: str | None) -> str:
         try:
             password = Path(password_file).read_text().strip()
         except OSError as error:
-            raise InputError(f"cannot read ADMIN_PASSWORD_FILE={password_file} "
-                             f"({error.strerror})") from None  # fmt: skip
+            raise InputError(
+                f"cannot read ADMIN_PASSWORD_FILE={password_file} ({error.strerror})"
+            ) from None
         if not password:
             raise InputError(f"ADMIN_PASSWORD_FILE={password_file} is empty: {HOW_TO_SET}")
         return password

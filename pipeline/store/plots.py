@@ -142,8 +142,9 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
         scale = matplotlib.cm.ScalarMappable(norm, matplotlib.colormaps["viridis"])
         fig.colorbar(scale, ax=axes.tolist(), label="learning rate", fraction=0.03)
     if few_widths:
-        handles += [Line2D([], [], color="grey", linestyle=styles[w], label=f"width {w}")
-                    for w in widths]  # fmt: skip
+        handles += [
+            Line2D([], [], color="grey", linestyle=styles[w], label=f"width {w}") for w in widths
+        ]
     if handles:
         fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False)
     return fig
@@ -179,8 +180,8 @@ def accuracy_heatmaps(table, metric: str = "val_accuracy"):
             if (depths[i], widths[j]) in ran:  # a run with no accuracy has failed
                 label = "failed" if np.isnan(value) else f"{value:.3f}"
                 dark = not np.isnan(value) and norm(value) < 0.6  # blank cell: black text
-                ax.text(j, i, label, ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")  # fmt: skip
+                color = "white" if dark else "black"
+                ax.text(j, i, label, ha="center", va="center", fontsize=8, color=color)
         ax.set(title=title, xlabel="width", ylabel="depth", aspect="auto")
         ax.set_xticks(range(len(widths)), widths)
         ax.set_yticks(range(len(depths)), depths)
@@ -261,8 +262,7 @@ def gradient_ratio_by_depth(table):
             low, high = by_depth.min(), by_depth.max()
             ax.fill_between(depths, low, high, color=line.get_color(), alpha=0.15)
     ax.axhline(1, color="grey", linewidth=0.8, linestyle=":")  # as large in both layers
-    ax.set(xlabel="depth (hidden layers)", ylabel="||dW[1]|| / ||dW[L]|| at step 0",
-           yscale="log")  # fmt: skip
+    ax.set(xlabel="depth (hidden layers)", ylabel="||dW[1]|| / ||dW[L]|| at step 0", yscale="log")
     ax.set_title("first layer's gradient over the last's, at initialization")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

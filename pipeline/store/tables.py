@@ -149,8 +149,10 @@ def unfinished(client: MlflowClient, parent: Run) -> str | None:
     else:
         jobs = never_ran(client, parent, started)
     left = f"{len(running)} left RUNNING ({', '.join(running)})" if running else "none left RUNNING"
-    return (f"{name} did not finish ({why}): {jobs}; {left}. "
-            f"Resume it: {command} RESUME={parent.info.run_id}")  # fmt: skip
+    return (
+        f"{name} did not finish ({why}): {jobs}; {left}. "
+        f"Resume it: {command} RESUME={parent.info.run_id}"
+    )
 
 
 def never_ran(client: MlflowClient, parent: Run, started: set) -> str:

@@ -246,6 +246,14 @@ def full_disk(error: BaseException) -> bool:
     return False
 
 
+def full_disk_error_line(error: BaseException) -> str | None:
+    """One line for ``error`` if it says the disk is full (the store's, before any job ran);
+    None for any other error."""
+    if not full_disk(error):
+        return None
+    return f"the store's disk is full ({first_line(error)}): free space, then run it again"
+
+
 def full_disk_line(uri: str, then: str) -> str:
     """One line saying the disk of the store at ``uri`` is full, and ``then`` what to do."""
     where = Path(uri.removeprefix(SQLITE)).parent if uri.startswith(SQLITE) else uri
@@ -458,9 +466,13 @@ class LiveCurves:
     def finish(self, final: Mapping[str, float], tags: Mapping[str, Any], final_step: int) -> None:
         """The points not sent yet, the final metrics and the tags, in one batch."""
         log_results(
-            self.client, self.run_id, final=final, tags=tags, final_step=final_step,
+            self.client,
+            self.run_id,
+            final=final,
+            tags=tags,
+            final_step=final_step,
             points=self.pending,
-        )  # fmt: skip
+        )
         self.pending = []
 
 

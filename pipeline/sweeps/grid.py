@@ -70,15 +70,15 @@ def plan(config_name: str, cfg: DictConfig, argv: list[str], max_jobs: int | Non
 def split_overrides(
     overrides: list[str], run_mode: RunMode | None = None
 ) -> tuple[list[str], list[str], list[str]]:
-    """(task, plain, hydra's own) of the command line's overrides; HydraException if bad, or
-    if Hydra would refuse them in ``run_mode`` (a sweep over Hydra's own config)."""
+    """(task, plain, Hydra's ``hydra.*``) overrides of the command line's; HydraException if
+    bad, or if Hydra would refuse them in ``run_mode`` (a sweep over Hydra's own config)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     if run_mode is not None:
         hydra_adapter.check_sweep_overrides(parsed, run_mode)
-    hydra_own = [o.input_line for o in parsed if o.is_hydra_override()]
+    hydra_overrides = [o.input_line for o in parsed if o.is_hydra_override()]
     task = [o.input_line for o in parsed if not o.is_hydra_override()]
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-    return task, plain, hydra_own
+    return task, plain, hydra_overrides
 
 
 def planned_jobs(

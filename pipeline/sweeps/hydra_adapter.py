@@ -128,8 +128,10 @@ def submit_slurm_jobs(launcher, job_overrides: Sequence[Sequence[str]], first: i
     for number, overrides in zip(numbers, job_overrides, strict=True):
         log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
     state = Singleton.get_state()
-    arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", state)
-                 for n, o in zip(numbers, job_overrides, strict=True)]  # fmt: skip
+    arguments = [
+        (list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", state)
+        for n, o in zip(numbers, job_overrides, strict=True)
+    ]
     return executor.map_array(launcher, *zip(*arguments, strict=True))
 
 

@@ -144,15 +144,15 @@ def find(client: MlflowClient, which: str, kind: str = "sweep") -> Run:
 
 
 def keep_recorded(
-    what: str, recorded: list[str], given: list[str], own: Sequence[str] = ()
+    what: str, recorded: list[str], given: list[str], per_process: Sequence[str] = ()
 ) -> list[str]:
     """The overrides a resumed or joined sweep or search (``what``) runs with: those it
-    recorded, then ``own`` (this process's, which a search's may change); InputError naming
+    recorded, then ``per_process`` (this process's, which a search's may change); InputError naming
     the ``given`` ones it would otherwise drop."""
-    extra = [o for o in given if o not in recorded and o not in own]
+    extra = [o for o in given if o not in recorded and o not in per_process]
     if extra:
         raise InputError(f"{what} runs with the overrides it recorded: drop {' '.join(extra)}")
-    return [*recorded, *own]
+    return [*recorded, *per_process]
 
 
 def finished_digests(client: MlflowClient, parent_run_id: str) -> set[str]:
@@ -291,8 +291,11 @@ def leave(client: MlflowClient, parent: Parent, status: str, others: Sequence[st
     for run in tracking.child_runs(client, parent.run_id, running_only=True):
         if run.data.tags.get(tables.LAUNCHER_TAG) == me:
             tracking.end_left_running(client, run, LEFT_RUNNING)
-    print(f"this process's trials ended ({status.lower()}); the search goes on in "
-          f"{', '.join(others)}: the last to end ends its parent run", flush=True)  # fmt: skip
+    print(
+        f"this process's trials ended ({status.lower()}); the search goes on in "
+        f"{', '.join(others)}: the last to end ends its parent run",
+        flush=True,
+    )
 
 
 def end_failed(client: MlflowClient, parent: Parent) -> bool:
