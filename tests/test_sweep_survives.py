@@ -46,7 +46,7 @@ def start(uri, tmp_path, *args, make=False, out="out.txt", env=None):
     """A sweep in a process group of its own (``env`` added to its environment); stdout and
     stderr go to files in tmp_path."""
     if make:
-        own = [f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+        where = [f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
         command = [
             "make",
             "-s",
@@ -54,7 +54,7 @@ def start(uri, tmp_path, *args, make=False, out="out.txt", env=None):
             str(ROOT),
             "sweep",
             "SWEEP=default",
-            f"ARGS={' '.join([*own, *GRID[1:], *args])}",
+            f"ARGS={' '.join([*where, *GRID[1:], *args])}",
         ]
     else:
         command = [sys.executable, "-m", "pipeline.train", "-m", f"tracking.uri={uri}", *GRID]
