@@ -1,5 +1,6 @@
 """Helpers for the tests: real subprocesses and real MLflow stores, nothing mocked."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 import types
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.store import tracking
@@ -60,6 +62,24 @@ def fetch(url: str, body: dict | None = None, timeout: float = 60) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ui_process(uri: str, cwd: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``python -m pipeline.ui`` on the store ``uri``, on a free port: (the process, its
+    port), stopped after. Its first line comes once the UI answers."""
+    port = free_port()
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.ui", "--port", str(port)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield process, port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def parents_and_children(client) -> tuple[list, list]:

@@ -246,9 +246,14 @@ def best_run_measures(row) -> str:
 
 def train_cost_curves(client: MlflowClient, run_ids) -> dict[str, tuple[list, list]]:
     """run_id -> (steps, train cost) of each run."""
+    return metric_curves(client, run_ids, "train_cost")
+
+
+def metric_curves(client: MlflowClient, run_ids, key: str) -> dict[str, tuple[list, list]]:
+    """run_id -> (steps, values) of metric ``key`` of each run (empty if it has none)."""
     curves = {}
     for run_id in run_ids:
-        history = client.get_metric_history(run_id, "train_cost")
+        history = client.get_metric_history(run_id, key)
         curves[run_id] = ([m.step for m in history], [m.value for m in history])
     return curves
 

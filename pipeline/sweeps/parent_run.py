@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from pipeline.job.run import Outcome, run_name
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import plots, tables, tracking
+from pipeline.sweeps import page
 from pipeline.sweeps.grid import NAME_WIDTH, Plan
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
@@ -221,6 +222,7 @@ def finish(parent: Parent, status: str, seconds: float) -> None:
         table = tables.sweep_table(client, parent.run_id)
         swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
         record_sweep(client, parent, table, swept)
+        page.record_findings(client, parent.run_id, table)  # importance and report.html
         tracking.log_results(client, parent.run_id, final=tables.sweep_metrics(table))
         client.set_terminated(parent.run_id, status)
     except Exception as error:
