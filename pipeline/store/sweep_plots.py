@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pipeline.store.plots import save_png
+from pipeline.store.plots import laid_out, save_png
 
 COLUMNS = 3  # panels a row: the page's column is narrow (the MLflow UI's artifact view)
 ACCURACY = "validation accuracy"
@@ -26,10 +26,6 @@ def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     save_png(fig, buffer)
     return buffer.getvalue()
-
-
-def laid_out(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
 
 
 def panels(n: int, height: float = 3.0) -> tuple[Figure, list]:
