@@ -134,3 +134,17 @@ def wait_until(condition, timeout: float = 180, every: float = 0.1) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(every)
+
+
+def outside_the_canvas(figure) -> list[float]:
+    """How far (inches: left, bottom, right, top) what ``figure`` draws reaches beyond its
+    canvas, each 0 when all of its text is inside. Drawn first: a constrained layout places
+    its axes then."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    drawn = figure.get_tightbbox(canvas.get_renderer())  # every visible artist, ticks drawn
+    width, height = figure.get_size_inches()
+    beyond = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
+    return [round(max(0.0, inches), 2) for inches in beyond]

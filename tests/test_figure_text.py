@@ -6,10 +6,10 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from pipeline.store import plots, sweep_plots
 from pipeline.sweeps import importance
+from tests.helpers import outside_the_canvas
 
 RATES = [0.01, 0.1, 1.0]
 
@@ -30,18 +30,6 @@ def curves(table: pd.DataFrame) -> dict:
         row.run_id: (steps, [0.65 * np.exp(-row.learning_rate * s / 200) + 0.04 for s in steps])
         for row in table.itertuples()
     }
-
-
-def outside(fig) -> list[str]:
-    """Where the figure's drawn text and legends reach beyond its canvas: [] if nowhere."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.canvas.draw()  # constrained layouts are placed at drawing
-    drawn = fig.get_tightbbox(renderer)  # inches, of everything drawn (ticks in view only)
-    canvas = fig.bbox_inches
-    tolerance = 1 / fig.dpi
-    sides = {"left": canvas.x0 - drawn.x0, "bottom": canvas.y0 - drawn.y0,
-             "right": drawn.x1 - canvas.x1, "top": drawn.y1 - canvas.y1}  # fmt: skip
-    return [f"{side} by {inches:.2f} in" for side, inches in sides.items() if inches > tolerance]
 
 
 def sweep_figures():
@@ -77,4 +65,4 @@ def sweep_figures():
 
 @pytest.mark.parametrize("name", list(sweep_figures()))
 def test_no_text_of_a_sweeps_figure_lies_outside_its_canvas(name):
-    assert outside(sweep_figures()[name]) == []
+    assert outside_the_canvas(sweep_figures()[name]) == [0, 0, 0, 0]

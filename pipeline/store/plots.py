@@ -108,6 +108,7 @@ def overlaid_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], ti
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, label=label, linewidth=1)
     ax.set(xlabel="iteration", ylabel="train cost J", title=title, yscale="log")
+    plain_log_ticks(ax.yaxis)
     if 0 < len(curves) <= 30:
         ax.legend(fontsize="x-small", ncols=2)
     ax.grid(alpha=0.3)
@@ -138,6 +139,7 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
             if row.status != "FINISHED" and len(steps):
                 ax.plot(steps[-1], costs[-1], "x", color=colour, markersize=8)
         ax.set(title=f"depth {depth}", xlabel="iteration", yscale="log")
+        plain_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("train cost J")
     handles = []
@@ -199,6 +201,15 @@ def log_ticks(ax) -> None:
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=6))
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # 1e-05: no mathtext
+
+
+def plain_log_ticks(axis) -> None:
+    """A log-scaled ``axis`` (ax.xaxis, ax.yaxis) labelled at 1, 2 and 5 of each decade in
+    plain numbers (0.05, 0.1, 0.2), no minor ticks: mathtext's 2x10^-1 labels of a narrow log
+    axis are wide, and each costs a few ms to draw."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 LAYER_COLOURS = "viridis"  # sequential: the first layer dark, the last light

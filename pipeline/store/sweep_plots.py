@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from pipeline.store import plots
 from pipeline.store.plots import laid_out, save_png
 
 COLUMNS = 3  # panels a row: the page's column is narrow (the MLflow UI's artifact view)
@@ -64,8 +65,9 @@ def marginals(
         ax.plot(x, frame["mean"], "o-", label="mean")
         if key in log:
             ax.set_xscale("log")
-        if key not in numeric:
-            ax.set_xticks(x, [str(v) for v in frame.index], rotation=30)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        labels = [f"{v:g}" if isinstance(v, float) else str(v) for v in frame.index]
+        ax.set_xticks(x, labels, rotation=30 if key not in numeric else 0)  # its values
         ax.set(xlabel=key, ylabel=ACCURACY)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
@@ -115,6 +117,7 @@ def every_run_curves(
             ax.plot(*by_run[best], color="tab:red", linewidth=1.8, label=f"best: {best}")
             ax.legend(fontsize="small")
         ax.set(xlabel="iteration", title=CURVES.get(name, name), yscale="log")
+        plots.plain_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cost J")
     return fig

@@ -38,6 +38,7 @@ TARGET = "val_accuracy"  # what importance is measured against: validation, neve
 EVALUATOR = "fANOVA"
 MIN_RUNS = 4  # finished runs below which nothing is ranked
 N_TREES = 64  # fANOVA's forest (Optuna's default)
+MAX_DEPTH = 6  # its trees' (Optuna: 64): the cost grows with their leaves, here at most 64
 LOG_SPAN = 10.0  # a grid's positive values spanning this factor or more: a log scale
 MAX_BINS = 6  # a hyperparameter with more values than this (a search's): binned for plots
 FILE = "importance.json"
@@ -154,7 +155,9 @@ def compute(runs: list[Run], space: dict[str, str] | None = None) -> Importance:
     nothing = nothing_to_rank(runs, finished, knobs)
     if nothing:
         return Importance(None, TARGET, {}, len(finished), seed, f"Nothing to rank: {nothing}.")
-    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=N_TREES, seed=seed)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(
+        n_trees=N_TREES, max_depth=MAX_DEPTH, seed=seed
+    )
     with quiet_optuna():
         study = study_of(finished, knobs)
         found = optuna.importance.get_param_importances(study, evaluator=evaluator)
