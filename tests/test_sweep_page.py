@@ -2,17 +2,19 @@
 sweep's page (report.html) opened in a real headless Chromium, from disk and as the MLflow
 UI serves it."""
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo
 
-from pipeline.store import tables, tracking
+from pipeline.store import sweep_plots, tables, tracking
 from pipeline.sweeps import importance
 from tests import browser
-from tests.helpers import parents_and_children, run_cli, ui_process
+from tests.helpers import outside_the_canvas, parents_and_children, run_cli, ui_process
 
 pytestmark = pytest.mark.slow
 # the learning rate is the only strong knob: 0.001 barely moves in 300 iterations
@@ -217,3 +219,31 @@ def test_a_search_ends_with_its_importance_and_page_on_its_parent(tmp_path):
     assert found["log_scale"] == ["model.width", "train.learning_rate"]
     assert found["line"] in client.get_run(parent.info.run_id).data.tags[tracking.NOTE]
     assert artifact(client, parent.info.run_id, "report.html").startswith(b"<!DOCTYPE html>")
+
+
+def finished_run(number: int, params: dict, val_accuracy: float) -> Run:
+    """A FINISHED run as MLflow returns it, with these params and validation accuracy."""
+    info = RunInfo(run_id=f"run{number}", experiment_id="1", user_id="", status="FINISHED",
+                   start_time=number, end_time=number + 1, lifecycle_stage="active")  # fmt: skip
+    params = [Param(key, str(value)) for key, value in params.items()]
+    return Run(info, RunData(metrics=[Metric("val_accuracy", val_accuracy, 0, 0)], params=params))
+
+
+def test_words_and_none_are_categories_and_their_figures_show_all_their_text():
+    grid = itertools.product([1, 2, 3], ["relu", "sigmoid", "tanh"], [None, 32])
+    runs = [finished_run(i, {"seed": 0, "model.depth": depth, "model.activation": activation,
+                             "train.batch_size": batch}, 0.5 + 0.3 * (activation == "relu"))
+            for i, (depth, activation, batch) in enumerate(grid)]  # fmt: skip
+    found = importance.compute(runs)
+    assert next(iter(found.importances)) == "model.activation"
+    assert found.importances["model.activation"] >= 0.8 and found.log_scale == []
+    frame, knobs = importance.accuracy_frame(runs)
+    kinds = {k.key: type(k.distribution).__name__ for k in knobs}
+    assert kinds == {"model.activation": "CategoricalDistribution",
+                     "model.depth": "IntDistribution",
+                     "train.batch_size": "CategoricalDistribution"}  # fmt: skip
+    numeric = [k.key for k in knobs if k.numeric]
+    figures = [sweep_plots.marginals(importance.marginals(frame, knobs), numeric, []),
+               sweep_plots.pair_heatmaps(importance.pairs(frame, knobs))]  # fmt: skip
+    for figure in figures:
+        assert outside_the_canvas(figure) == [0, 0, 0, 0]
