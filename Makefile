@@ -109,6 +109,7 @@ bench: $(VENV)  ## performance benchmarks (ratios against peers, medians)
 	$(PY) benchmarks/bench_optimizers.py
 	$(PY) benchmarks/bench_sweep.py
 	$(PY) benchmarks/bench_dynamics.py
+	$(PY) benchmarks/bench_page.py
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_search.py
 

@@ -4,10 +4,11 @@
 
 Writes ``runs.csv``, ``runs.md`` (best first by validation accuracy), ``cost_curves.png``
 (one panel per depth, coloured by learning rate) and ``accuracy_heatmap.png`` (validation
-accuracy over depth x width, one panel per learning rate) to ``reports/<name>/``, prints
-the best rows, and logs the files as artifacts of the sweep's parent run (under
-``report/``), so they also show in the UI, unless the store cannot be written (an archived
-or shared store is only read). Runs without a validation part (val_size=0)
+accuracy over depth x width, one panel per learning rate), and the sweep's importance and
+page (``pipeline.sweeps.page``: importance.json, report.html, its figures) to
+``reports/<name>/``, prints the best rows, and logs the files as artifacts of the sweep's
+parent run (under ``report/``), so they also show in the UI, unless the store cannot be
+written (an archived or shared store is only read). Runs without a validation part (val_size=0)
 are chosen by test accuracy, as before validation existed.
 """
 
@@ -17,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +27,7 @@ from mlflow import MlflowClient
 from pipeline.processes import entry
 from pipeline.processes.errors import InputError
 from pipeline.store import plots, tables, tracking
+from pipeline.sweeps import page
 
 SHOWN = [
     *("run", "status", "depth", "width", "learning_rate", "optimizer", "batch_size", "l2"),
@@ -69,13 +72,17 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(client: MlflowClient, table: pd.DataFrame, folder: Path) -> list[Path]:
-    """The report's files in ``folder``, each replaced whole: they are written into a new
-    folder beside it first, so that a failure (a full disk) leaves ``folder`` as it was."""
+def write_report(
+    client: MlflowClient, table: pd.DataFrame, folder: Path, findings: Callable[[Path], None]
+) -> list[Path]:
+    """The report's files in ``folder``, with those ``findings`` writes (the importance, the
+    page), each replaced whole: they are written into a new folder beside it first, so that a
+    failure (a full disk) leaves ``folder`` as it was."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         write_files(client, table, staging)
+        findings(staging)
         folder.mkdir(exist_ok=True)
         for file in staging.iterdir():
             os.replace(file, folder / file.name)
@@ -120,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         raise InputError(f"{name} has no runs to report")
     table = tables.runs_table(runs)
+    space = page.search_space(client.get_run(parent)) if parent else None
+    found = page.findings(client, runs, table, name, space)
     try:
-        files = write_report(client, table, Path(args.out) / tracking.folder_name(name))
+        folder = Path(args.out) / tracking.folder_name(name)
+        files = write_report(client, table, folder, found.write)
     except OSError as error:
         raise InputError(output_problem(args.out, error)) from None
     print(f"{name}: {len(table)} runs, {tables.counts_line(table)}")
     print(table[SHOWN].head(args.top).to_string(index=False, float_format="%.4f"))
+    print(found.importance.line.replace("**", ""))
     print(f"report written to {files[0].parent}/: {', '.join(f.name for f in files)}")
     if not parent:
         return 0

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
@@ -62,6 +63,27 @@ def fetch(url: str, body: dict | None = None, timeout: float = 60) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ui_process(uri: str, cwd: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``python -m pipeline.ui`` on the store ``uri``, on a free port: (the process, its
+    port), stopped after. Its first line comes once the UI answers."""
+    port = free_port()
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.ui", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process, port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def parents_and_children(client) -> tuple[list, list]:
@@ -129,3 +151,17 @@ def wait_until(condition, timeout: float = 180, every: float = 0.1) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(every)
+
+
+def outside_the_canvas(figure) -> list[float]:
+    """How far (inches: left, bottom, right, top) what ``figure`` draws reaches beyond its
+    canvas, each 0 when all of its text is inside. Drawn first: a constrained layout places
+    its axes then."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    drawn = figure.get_tightbbox(canvas.get_renderer())  # every visible artist, ticks drawn
+    width, height = figure.get_size_inches()
+    beyond = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
+    return [round(max(0.0, inches), 2) for inches in beyond]

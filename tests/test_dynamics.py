@@ -8,7 +8,6 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from omegaconf import OmegaConf
 
 from pipeline.job import data as datasets
@@ -24,7 +23,7 @@ from pipeline.nn import (
     update_parameters,
 )
 from pipeline.store import plots, tables, tracking
-from tests.helpers import ROOT, parents_and_children, run_cli
+from tests.helpers import ROOT, outside_the_canvas, parents_and_children, run_cli
 
 QUICK = ["train.iterations=60", "train.log_every=10"]
 ON = "tracking.dynamics=true"  # off by default: they add a quarter to a default job
@@ -173,16 +172,6 @@ def test_the_loop_updates_with_the_gradients_its_points_carry_and_curves_are_as_
                 np.testing.assert_array_equal(carried[f"d{name}"], grads[f"d{name}"])
         update_parameters(parameters, grads, rate)
     assert result.curves == expected
-
-
-def outside_the_canvas(figure) -> list[float]:
-    """How far (inches: left, bottom, right, top) what ``figure`` draws reaches beyond its
-    canvas, each 0 when all of its text is inside."""
-    renderer = FigureCanvasAgg(figure).get_renderer()
-    drawn = figure.get_tightbbox(renderer)  # every visible artist, only the ticks drawn
-    width, height = figure.get_size_inches()
-    beyond = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
-    return [round(max(0.0, inches), 2) for inches in beyond]
 
 
 @pytest.mark.parametrize("n_layers", [1, 7, 12])  # 12: a colour bar instead of a legend

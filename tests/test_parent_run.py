@@ -37,10 +37,15 @@ def test_a_parent_whose_creation_fails_midway_is_not_left_running(store, error, 
 def test_a_resume_or_a_join_keeps_the_overrides_it_recorded():
     recorded = ["model.depth=1,2", "train=quick"]
     assert parent_run.keep_recorded("s", recorded, ["train=quick"]) == recorded
-    own = ["search.n_trials=3"]  # a search's process may change its own
-    assert parent_run.keep_recorded("s", recorded, own, own) == [*recorded, *own]
+    per_process = ["search.n_trials=3"]  # a search's process may change these
+    assert parent_run.keep_recorded("s", recorded, per_process, per_process) == [
+        *recorded,
+        *per_process,
+    ]
     with pytest.raises(InputError, match=r"^s runs with the overrides it recorded: drop seed=3$"):
-        parent_run.keep_recorded("s", recorded, ["train=quick", "seed=3", *own], own)
+        parent_run.keep_recorded(
+            "s", recorded, ["train=quick", "seed=3", *per_process], per_process
+        )
 
 
 def test_a_parent_others_work_on_is_joined_and_only_the_last_process_ends_it(store, capsys):
@@ -74,3 +79,20 @@ def test_a_parent_others_work_on_is_joined_and_only_the_last_process_ends_it(sto
     assert reopened and tracking.is_running(client, parent.run_id)  # ended: reopened
     parent_run.finish(parent, "FINISHED", 1.0)
     assert client.get_run(parent.run_id).info.status == "FINISHED"
+
+
+def test_a_sweep_whose_page_fails_still_ends_with_its_outcome(store, capsys, monkeypatch):
+    """The page is an extra: an error while building it is one warning line, and the parent
+    still gets its summary and ends FINISHED (it was left RUNNING)."""
+    uri, _ = store
+    client = tracking.connect(uri)
+    parent = new_parent(client)
+
+    def broken(*args, **kwargs):
+        raise ValueError("no figure today\nsecond line")
+
+    monkeypatch.setattr(parent_run.page, "findings", broken)
+    parent_run.finish(parent, "FINISHED", 1.0)
+    assert client.get_run(parent.run_id).info.status == "FINISHED"
+    out = capsys.readouterr().out
+    assert "warning: the sweep's page was not recorded: no figure today\n" in out

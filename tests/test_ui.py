@@ -1,15 +1,11 @@
 """make ui: a real `mlflow ui` process on 127.0.0.1 serving the runs and their artifacts."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
 from pipeline.job.run import run_job
-from tests.helpers import fetch, free_port
+from tests.helpers import fetch, ui_process
 
 pytestmark = pytest.mark.slow
 
@@ -23,17 +19,7 @@ def test_ui_serves_the_store_and_points_at_the_runs_table(
     outcome = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
     if frozen:
         read_only(tmp_path / "store")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()} | {"MLFLOW_TRACKING_URI": uri}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with ui_process(uri, tmp_path) as (process, port):
         first_line = process.stdout.readline().decode()
         base = f"http://127.0.0.1:{port}"
         runs_table = f"{base}/#/experiments/{outcome.experiment_id}/runs"
@@ -44,6 +30,3 @@ def test_ui_serves_the_store_and_points_at_the_runs_table(
         assert [r["info"]["run_id"] for r in runs["runs"]] == [outcome.run_id]
         png = fetch(f"{base}/get-artifact?path=cost_curve.png&run_uuid={outcome.run_id}")
         assert png.startswith(b"\x89PNG")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)

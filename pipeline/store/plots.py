@@ -27,6 +27,12 @@ def save_png(fig: Figure, path) -> None:
     fig.savefig(path, pil_kwargs={"compress_level": 1})
 
 
+def laid_out(width: float, height: float) -> Figure:
+    """A figure placed by matplotlib's constrained layout, which draws it twice but keeps every
+    label, tick and legend inside the canvas: for a sweep's figures, drawn once a sweep."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height))
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=0.9)
@@ -97,10 +103,12 @@ def decision_boundary(X, labels, parameters, activation: str, title: str, grid: 
 
 def overlaid_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str):
     """Many runs' cost curves on one log-scaled axis, one line each."""
-    fig, ax = _figure(8, 5)
+    fig = laid_out(8, 5)
+    ax = fig.add_subplot()
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, label=label, linewidth=1)
     ax.set(xlabel="iteration", ylabel="train cost J", title=title, yscale="log")
+    plain_log_ticks(ax.yaxis)
     if 0 < len(curves) <= 30:
         ax.legend(fontsize="x-small", ncols=2)
     ax.grid(alpha=0.3)
@@ -121,9 +129,7 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
     few_widths = len(widths) <= 4
     styles = {w: ["-", "--", ":", "-."][i] if few_widths else "-" for i, w in enumerate(widths)}
     colour_scale = len(rates) > MAX_PANELS
-    fig = Figure(figsize=(4 * len(depths) + 1, 4.2))
-    right = 0.88 if colour_scale else 0.98  # room for the colour bar
-    fig.subplots_adjust(left=0.6 / len(depths) / 4, right=right, bottom=0.13, top=0.8, wspace=0.25)
+    fig = laid_out(4 * len(depths) + 1, 4.2)
     axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)[0]
     for ax, depth in zip(axes, depths, strict=True):
         for row in table[table.depth == depth].itertuples():
@@ -133,6 +139,7 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
             if row.status != "FINISHED" and len(steps):
                 ax.plot(steps[-1], costs[-1], "x", color=colour, markersize=8)
         ax.set(title=f"depth {depth}", xlabel="iteration", yscale="log")
+        plain_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("train cost J")
     handles = []
@@ -146,7 +153,9 @@ def curves_by_depth(table, curves: dict[str, tuple[Sequence[int], Sequence[float
             Line2D([], [], color="grey", linestyle=styles[w], label=f"width {w}") for w in widths
         ]
     if handles:
-        fig.legend(handles=handles, loc="upper center", ncols=len(handles), frameon=False)
+        fig.legend(
+            handles=handles, loc="outside upper center", ncols=min(len(handles), 4), frameon=False
+        )
     return fig
 
 
@@ -167,8 +176,7 @@ def accuracy_heatmaps(table, metric: str = "val_accuracy"):
     low, high = table[metric].min(), table[metric].max()
     norm = matplotlib.colors.Normalize(low if low < high else high - 0.01, high)
     width_in = 3.6 * len(panels) + 1 + 0.3 * max(0, len(widths) - 4)
-    fig = Figure(figsize=(width_in, 3.4))
-    fig.subplots_adjust(left=0.8 / width_in, right=0.9, bottom=0.16, top=0.86)
+    fig = laid_out(width_in, 3.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, runs) in zip(axes, panels, strict=True):
         grid = runs.pivot_table(
@@ -195,6 +203,15 @@ def log_ticks(ax) -> None:
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=6))
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # 1e-05: no mathtext
+
+
+def plain_log_ticks(axis) -> None:
+    """A log-scaled ``axis`` (ax.xaxis, ax.yaxis) labelled at 1, 2 and 5 of each decade in
+    plain numbers (0.05, 0.1, 0.2), no minor ticks: mathtext's 2x10^-1 labels of a narrow log
+    axis are wide, and each costs a few ms to draw."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 LAYER_COLOURS = "viridis"  # sequential: the first layer dark, the last light

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from pipeline.job.run import Outcome, run_name
 from pipeline.processes.errors import InputError, first_line
 from pipeline.store import plots, tables, tracking
+from pipeline.sweeps import page
 from pipeline.sweeps.grid import NAME_WIDTH
 
 PARENT_ENV = "BACKPROP_LAB_PARENT_RUN"
@@ -274,6 +275,7 @@ def finish(parent: Parent, status: str, seconds: float, others: Sequence[str] = 
         table = tables.sweep_table(client, parent.run_id)
         swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
         record_sweep(client, parent, table, swept)
+        record_findings(client, parent.run_id, table)
         tracking.log_results(client, parent.run_id, final=tables.sweep_metrics(table))
         client.set_terminated(parent.run_id, status)
     except Exception as error:
@@ -282,6 +284,17 @@ def finish(parent: Parent, status: str, seconds: float, others: Sequence[str] = 
         raise tracking.FullStoreError(full_disk_line(parent, end_failed(client, parent))) from None
     print(tables.summary(table, seconds, status), flush=True)
     print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
+
+
+def record_findings(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
+    """The sweep's importance and report.html on its parent (``page.record_findings``); an
+    error there (but a full disk) is one warning line: the sweep's outcome is recorded anyway."""
+    try:
+        page.record_findings(client, parent_run_id, table)
+    except Exception as error:
+        if tracking.full_disk(error):
+            raise
+        print(f"warning: the sweep's page was not recorded: {first_line(error)}", flush=True)
 
 
 def leave(client: MlflowClient, parent: Parent, status: str, others: Sequence[str]) -> None:
