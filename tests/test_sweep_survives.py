@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -17,7 +16,15 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.job.run import run_job
-from tests.helpers import ROOT, parents_and_children, run_cli, stops_caught, wait_until
+from tests.helpers import (
+    ROOT,
+    jobs_past_their_first_point,
+    loky_leftovers,
+    parents_and_children,
+    run_cli,
+    stops_caught,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 # 12 jobs of under a second each: long enough to interrupt, short enough for the suite.
@@ -68,7 +75,7 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     launcher.kill()
     launcher.wait()
     assert gone_within(workers, 10), "a worker outlived its launcher"
-    assert not [f for f in os.listdir("/dev/shm") if str(launcher.pid) in f]
+    assert not loky_leftovers(launcher.pid)
     errors = (tmp_path / "err-out.txt").read_text()
     assert "Warning" not in errors and "leaked" not in errors, errors  # loky's resource tracker
     (parent,), children = parents_and_children(client())
@@ -168,9 +175,9 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
     # no live batch: a job's points reach the store only as it ends
     sweep = start(uri, tmp_path, "train.iterations=10000000", "tracking.flush_seconds=1e9",
                   make=through_make)  # fmt: skip
-    wait_until(lambda: started(tmp_path) and statuses(client())[
-        "RUNNING"] >= 2)  # fmt: skip
-    time.sleep(3)  # both jobs in flight are past their first point (they never finish)
+    # both jobs in flight are past their first point (they never finish)
+    wait_until(lambda: started(tmp_path))
+    wait_until(jobs_past_their_first_point(client(), 2))
     processes = descendants(sweep.pid)
     sweep.send_signal(signal.SIGTERM)  # to make, or to the launcher: not to the workers
     code = sweep.wait(timeout=120)
