@@ -164,7 +164,9 @@ LONG_NAME = "x" * 501  # MLflow's limit is 500 characters
 
 
 @pytest.mark.parametrize(
-    ("entry", "sweep"), [(train.cli, []), (train.cli, ["-m"]), (search.main, [])], ids=str
+    ("entry", "sweep"),
+    [(train.cli, []), (train.cli, ["-m"]), (search.main, [])],
+    ids=["train", "train -m", "search"],  # not a function's address: each xdist worker's differs
 )
 @pytest.mark.parametrize(
     ("overrides", "message"),

@@ -29,7 +29,8 @@ from tests.helpers import (
 from tests.test_server import errors_in
 from tests.test_sweep_survives import started, statuses
 
-pytestmark = pytest.mark.slow
+# one xdist worker for the module: one Ray cluster (the fixture ray_head) on this machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # Ray on this machine only: no usage stats; 127.0.0.1 kept as the node's address, which Ray
 # otherwise replaces with the machine's network address (this switch is its single-machine

@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 from pipeline.job.run import run_job
 from tests.helpers import parents_and_children, run_cli
 
-pytestmark = pytest.mark.slow
+# one xdist worker for the module: its sweep (the fixture swept) runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
 FILES = ["accuracy_heatmap.png", "cost_curves.png", "runs.csv", "runs.md"]
 
 
