@@ -195,7 +195,7 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
 
 def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     uri, client = store
-    launcher = start(uri, tmp_path)
+    launcher = start(uri, tmp_path, "model.width=8,16")  # 8 jobs: some left after the death
     wait_until(lambda: started(tmp_path) and statuses(client())[
         "FINISHED"] >= 2 and statuses(client())["RUNNING"] >= 1)  # fmt: skip
     running = [c for c in parents_and_children(client())[1] if c.info.status == "RUNNING"]
@@ -210,20 +210,26 @@ def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
         c.data.tags["config_digest"]: c for c in sorted(children, key=lambda c: c.info.start_time)
     }
     others = [c for d, c in latest.items() if d != victim.data.tags["config_digest"]]
-    assert len(others) == 11 and {c.info.status for c in others} == {"FINISHED"}
+    assert len(others) == 7 and {c.info.status for c in others} == {"FINISHED"}
     assert parent.info.status == "FINISHED" and "Traceback" not in (
         tmp_path / "err-out.txt").read_text()  # fmt: skip
 
 
 def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
     uri, client = store
-    quick = ["train.iterations=200", "train.log_every=20", "hydra.launcher.n_jobs=1"]
+    # 4 jobs each: the race is the new store's creation, then their writes side by side
+    quick = [
+        "model.width=8",
+        "train.iterations=200",
+        "train.log_every=20",
+        "hydra.launcher.n_jobs=1",
+    ]
     sweeps = [start(uri, tmp_path, *quick, out=f"out{i}.txt") for i in range(2)]
     assert [s.wait(timeout=300) for s in sweeps] == [0, 0]
     parents, children = parents_and_children(client())
     assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
     by_parent = collections.Counter(c.data.tags["mlflow.parentRunId"] for c in children)
-    assert by_parent == {p.info.run_id: 12 for p in parents}
+    assert by_parent == {p.info.run_id: 4 for p in parents}
     for i in range(2):
         errors = (tmp_path / f"err-out{i}.txt").read_text()
         assert "Warning" not in errors and "Traceback" not in errors, errors
