@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +15,14 @@ from pipeline.job.config import ADDED_LATER, LAUNCH_SETTINGS
 from pipeline.job.recorded import recorded_config
 from pipeline.job.run import run_job
 from pipeline.search import Pruning
-from tests.helpers import BEFORE_VALIDATION, ROOT, all_runs, parents_and_children, run_cli
+from tests.helpers import (
+    BEFORE_VALIDATION,
+    ROOT,
+    all_runs,
+    parents_and_children,
+    run_cli,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -181,9 +187,7 @@ def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not has_config(client(), uri) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: has_config(client(), uri), timeout=120)
     finally:
         process.kill()  # a crash: no clean-up runs
         process.wait(timeout=60)
@@ -211,9 +215,7 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while len(train_cost(client(), uri)) < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(train_cost(client(), uri)) >= 20, timeout=120)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     finally:
