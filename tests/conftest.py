@@ -1,6 +1,7 @@
 """Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders,
 a real PostgreSQL, a real `make server`."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -59,23 +60,53 @@ def postgres():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path):
-    """The server's store: SQLite in tmp_path, or a new database on a real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
-    return request.getfixturevalue("postgres")(f"server_{tmp_path.name.lower()[-40:]}")
+def backend(request) -> str:
+    """The server's store: sqlite (in a temporary folder) or postgresql (a real PostgreSQL)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """serve(backend, store) -> (base URL, port, log): ``make server`` on a free port with its
+    store ``store()``, one for each backend, started at its first use and kept for the session
+    (an xdist worker's own); a server starts about ten processes."""
+    started = {}
+    with contextlib.ExitStack() as stack:
+
+        def serve(backend: str, store) -> tuple[str, int, Path]:
+            if backend not in started:
+                folder = tmp_path_factory.mktemp(f"server-{backend}")
+                started[backend] = stack.enter_context(make_server(folder, store(folder)))
+            return started[backend]
+
+        yield serve
 
 
 @pytest.fixture
-def server(tmp_path, backend):
-    """``make server`` on a free port with its store ``backend``; yields its base URL, port and
-    log (the server's stderr)."""
+def server(request, servers, backend):
+    """The session's server on ``backend``: its base URL, port and the lines of its log (its
+    stderr) written during this test. Its store holds the session's earlier tests' runs: a test
+    keeps to an experiment of its own."""
+
+    def store(folder: Path) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{folder / 'mlflow.db'}"
+        return request.getfixturevalue("postgres")("server")
+
+    base, port, log = servers(backend, store)
+    return base, port, LogSince(log)
+
+
+@contextlib.contextmanager
+def make_server(folder: Path, backend_uri: str):
+    """``make server`` on a free port, its store ``backend_uri``, its artifacts and log in
+    ``folder``: yields its base URL, port and log."""
     port = free_port()
-    log = tmp_path / "server.log"
+    log = folder / "server.log"
     with open(log, "w") as stderr:
         process = subprocess.Popen(
-            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={tmp_path / 'artifacts'}",
-             f"BACKEND_URI={backend}"],
+            ["make", "-s", "server", f"PORT={port}", f"ARTIFACTS={folder / 'artifacts'}",
+             f"BACKEND_URI={backend_uri}"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True, text=True,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -89,6 +120,18 @@ def server(tmp_path, backend):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+
+
+class LogSince:
+    """A log file's text written since this object was made (a test's part of a session's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, path.stat().st_size
+
+    def read_text(self) -> str:
+        with open(self.path) as log:
+            log.seek(self.offset)
+            return log.read()
 
 
 @pytest.fixture

@@ -38,7 +38,11 @@ def run_cli(*args, cwd=None, timeout=300, env=None):
     )
 
 
-def all_runs(client):
+def all_runs(client, experiment: str | None = None):
+    """The store's runs, or the runs of the experiment named ``experiment``."""
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id]) if found else []
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
 
@@ -66,9 +70,10 @@ def fetch(url: str, body: dict | None = None, timeout: float = 60) -> bytes:
             time.sleep(0.5)
 
 
-def parents_and_children(client) -> tuple[list, list]:
-    """The store's runs split into runs of their own (sweeps' parents) and sweeps' children."""
-    runs = all_runs(client)
+def parents_and_children(client, experiment: str | None = None) -> tuple[list, list]:
+    """The store's runs (or ``experiment``'s) split into runs of their own (sweeps' parents)
+    and sweeps' children."""
+    runs = all_runs(client, experiment)
     children = [r for r in runs if tracking.parent_of(r)]
     return [r for r in runs if not tracking.parent_of(r)], children
 

@@ -81,13 +81,14 @@ def test_a_sweep_runs_on_a_ray_cluster_against_a_tracking_server(ray_head, serve
     address, ray_logs = ray_head
     base, port, log = server
     env = RAY_ENV | {"RAY_ADDRESS": address, "PORT": str(port)}
-    done = run_cli("pipeline.train", "-m", *SWEEP, "tracking=server", cwd=tmp_path, env=env)
+    done = run_cli("pipeline.train", "-m", *SWEEP, "tracking=server", "tracking.experiment=ray",
+                   cwd=tmp_path, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for number in range(1, 5):  # Ray's workers' lines, each printed (not folded into one)
         assert f"[job {number}/4]" in done.stdout, done.stdout
 
     client = MlflowClient(base)
-    (parent,), children = parents_and_children(client)
+    (parent,), children = parents_and_children(client, "ray")  # the session's server: its own
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 4
     assert len(children) == 4
     for child in children:

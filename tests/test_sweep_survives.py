@@ -52,8 +52,8 @@ def started(tmp_path, out="out.txt") -> bool:
     return "parent run" in (tmp_path / out).read_text()
 
 
-def statuses(client):
-    runs = parents_and_children(client)[1]
+def statuses(client, experiment: str | None = None):
+    runs = parents_and_children(client, experiment)[1]
     return collections.Counter(r.info.status for r in runs)
 
 
