@@ -67,11 +67,12 @@ report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent r
 gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="model.depth=3")
 	$(PY) -m pipeline.gradcheck $(ARGS)
 
-# make test: TEST_WORKERS pytest-xdist workers; tests marked xdist_group(name) share one. More
-# workers than cores: a test mostly waits on its subprocesses, a server or a store's lock.
+# make test: TEST_WORKERS pytest-xdist workers, more than cores: a test mostly waits on its
+# subprocesses, a server or a store's lock. worksteal: each worker starts on a run of whole
+# modules (their session fixtures set up once) and takes tests from the others when done.
 TEST_WORKERS ?= 3
 test: $(VENV)  ## run the whole test suite (but the Slurm tests: make test-slurm)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slurm" $(TESTS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slurm" $(TESTS)
 
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs

@@ -153,7 +153,8 @@ def test_dead_tracking_server_is_reported_by_the_launcher_within_seconds(tmp_pat
         done = run_cli("pipeline.train", *sweep, f"tracking.uri={address}", *QUICK, cwd=tmp_path)
         seconds = time.monotonic() - start
         assert_one_error_line(done, f"the tracking server {address} does not answer")
-        assert seconds < 20, f"{seconds:.0f} s to report a dead server"  # MLflow's own: ~4 min
+        # MLflow's own tries take ~4 min; a loaded machine's process start alone may take 30 s
+        assert seconds < 120, f"{seconds:.0f} s to report a dead server"
         assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
 
 

@@ -29,8 +29,7 @@ from tests.helpers import (
 from tests.test_server import errors_in
 from tests.test_sweep_survives import started, statuses
 
-# one xdist worker for the module: one Ray cluster (the fixture ray_head) on this machine
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.slow
 
 # Ray on this machine only: no usage stats; 127.0.0.1 kept as the node's address, which Ray
 # otherwise replaces with the machine's network address (this switch is its single-machine
@@ -44,11 +43,11 @@ SWEEP = ["sweep=default", "hydra/launcher=ray_cluster", "train=quick", "model.de
          "model.width=4,8", "train.learning_rate=0.5"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once in an xdist worker, whichever tests it runs between
 def ray_head(tmp_path_factory):
     """``ray start --head --block`` with 2 CPUs on 127.0.0.1 and a free port, in a process group
     of its own, without the launcher's variables; yields its address and the folder of its
-    logs. Stopped after the module's tests, even when one fails."""
+    logs. Stopped at the session's end, even when a test fails."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # its sockets' paths stay short
     port = free_port()
     cwd = tmp_path_factory.mktemp("ray-node")  # where its workers write their Hydra folders

@@ -10,12 +10,11 @@ from mlflow import MlflowClient
 from pipeline.job.run import run_job
 from tests.helpers import parents_and_children, run_cli
 
-# one xdist worker for the module: its sweep (the fixture swept) runs once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report")]
+pytestmark = pytest.mark.slow
 FILES = ["accuracy_heatmap.png", "cost_curves.png", "runs.csv", "runs.md"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once in an xdist worker, whichever tests it runs between
 def swept(tmp_path_factory):
     """A 2 x 2 sweep with one diverging job, in a fresh store, on a small noisy data set
     where the best run by validation accuracy is not the best by test accuracy."""

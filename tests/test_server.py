@@ -13,8 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from tests.helpers import fetch, parents_and_children, run_cli, wait_until
 from tests.test_sweep_survives import start, started, statuses
 
-# one xdist worker for the module: its tests share the worker's server on each backend
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
+pytestmark = pytest.mark.slow
 
 
 def api(base, path, body=None):
