@@ -76,16 +76,21 @@ report: $(VENV)  ## table and plots of the latest sweep (ARGS="--sweep <parent r
 gradcheck: $(VENV)  ## backprop's gradients against centred differences (ARGS="model.depth=3")
 	$(PY) -m pipeline.gradcheck $(ARGS)
 
+# make test: TEST_WORKERS pytest-xdist workers, more than cores: a test mostly waits on its
+# subprocesses, a server or a store's lock. worksteal: each worker starts on a run of whole
+# modules (their session fixtures set up once) and takes tests from the others when done.
+TEST_WORKERS ?= 3
 test: $(VENV)  ## run the whole test suite (but the Slurm tests: make test-slurm)
-	$(PY) -m pytest -m "not slurm" $(TESTS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slurm" $(TESTS)
 
 test-load: $(VENV)  ## the load test: 8 processes write 100 jobs to a server on PostgreSQL, open then with auth
 	BACKPROP_LAB_LOAD_TEST=1 $(PY) -m pytest tests/test_server.py -k 100_jobs
 
 # The ray extra pins older joblib and cloudpickle, so it gets a venv of its own (.venv-ray):
-# .venv keeps the releases users of the default launcher get.
+# .venv keeps the releases users of the default launcher get. No xdist: one Ray cluster at once.
 test-ray:  ## sweeps on a local Ray cluster (tests/test_ray.py), in .venv-ray with the ray extra
-	$(MAKE) --no-print-directory test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py
+	$(MAKE) --no-print-directory test VENV=.venv-ray EXTRAS=dev,ray TESTS=tests/test_ray.py \
+		TEST_WORKERS=0
 
 # Root only: installs Debian's slurm-wlm, munge, MariaDB and slurmdbd if missing, and starts and
 # stops a single-node cluster on 127.0.0.1 in a temp folder (tests/slurm_cluster.py).

@@ -1,12 +1,12 @@
 """Shared helpers: real Hydra composition, real subprocesses, real SQLite stores in tmp folders,
 a real PostgreSQL, a real `make server`."""
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,11 +60,27 @@ def postgres():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path):
-    """The server's store: SQLite in tmp_path, or a new database on a real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
-    return request.getfixturevalue("postgres")(f"server_{tmp_path.name.lower()[-40:]}")
+def backend(request) -> str:
+    """The server's store: sqlite (in a temporary folder) or postgresql (a real PostgreSQL)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    """serve(backend, store, auth) -> (base URL, port, log): ``make server`` on a free port with
+    its store ``store(folder)``, one for each backend and auth, started at its first use and
+    kept for the session (an xdist worker's own); a server starts about ten processes."""
+    started = {}
+    with contextlib.ExitStack() as stack:
+
+        def serve(backend: str, store, auth: bool = False) -> tuple[str, int, Path]:
+            if (backend, auth) not in started:
+                folder = tmp_path_factory.mktemp(f"server-{backend}{'-auth' if auth else ''}")
+                server = started_server(folder, store(folder), auth)
+                started[backend, auth] = stack.enter_context(server)
+            return started[backend, auth]
+
+        yield serve
 
 
 @pytest.fixture
@@ -78,20 +94,27 @@ ADMIN_PASSWORD = "admin-Pw-7c1e9d"  # a test server's first admin's
 
 
 @pytest.fixture
-def server(tmp_path, backend, auth, monkeypatch):
-    """``make server`` on a free port with its store ``backend``; yields its base URL, port and
-    log (the server's stderr)."""
+def server(request, servers, backend, auth, monkeypatch):
+    """The session's server on ``backend`` (with the basic-auth app if ``auth``): its base URL,
+    port and the lines of its log (its stderr) written during this test. Its store holds the
+    session's earlier tests' runs: a test keeps to an experiment of its own."""
+
+    def store(folder: Path) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{folder / 'mlflow.db'}"
+        return request.getfixturevalue("postgres")(f"server{'_auth' if auth else ''}")
+
     if auth:
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-    with started_server(tmp_path, backend, auth) as started:
-        yield started
+    base, port, log = servers(backend, store, auth)
+    return base, port, LogSince(log)
 
 
-@contextmanager
-def started_server(folder: Path, backend: str, auth: bool = False, *make_args: str):
-    """``make server`` on a free port, its artifacts and log in ``folder``, its store
-    ``backend`` (with MLflow's basic-auth app if ``auth``, its admin's password ADMIN_PASSWORD),
+@contextlib.contextmanager
+def started_server(folder: Path, backend_uri: str, auth: bool = False, *make_args: str):
+    """``make server`` on a free port, its store ``backend_uri``, its artifacts and log in
+    ``folder`` (with MLflow's basic-auth app if ``auth``, its admin's password ADMIN_PASSWORD),
     stopped at the end; yields its base URL, port and log (the server's stderr)."""
     port = free_port()
     log = folder / "server.log"
@@ -104,7 +127,7 @@ def started_server(folder: Path, backend: str, auth: bool = False, *make_args: s
                 "server",
                 f"PORT={port}",
                 f"ARTIFACTS={folder / 'artifacts'}",
-                f"BACKEND_URI={backend}",
+                f"BACKEND_URI={backend_uri}",
                 *(["AUTH=1"] if auth else []),
                 *make_args,
             ],
@@ -126,6 +149,18 @@ def started_server(folder: Path, backend: str, auth: bool = False, *make_args: s
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+
+
+class LogSince:
+    """A log file's text written since this object was made (a test's part of a session's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, path.stat().st_size
+
+    def read_text(self) -> str:
+        with open(self.path) as log:
+            log.seek(self.offset)
+            return log.read()
 
 
 @pytest.fixture

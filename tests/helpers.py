@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,9 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 from hydra.core.global_hydra import GlobalHydra
 
 from pipeline.store import tracking
+from pipeline.sweeps import parent_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -37,7 +40,11 @@ def run_cli(*args, cwd=None, timeout=300, env=None):
     )
 
 
-def all_runs(client):
+def all_runs(client, experiment: str | None = None):
+    """The store's runs, or the runs of the experiment named ``experiment``."""
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id]) if found else []
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
 
@@ -86,9 +93,10 @@ def ui_process(uri: str, cwd: Path) -> Iterator[tuple[subprocess.Popen, int]]:
         process.wait(timeout=30)
 
 
-def parents_and_children(client) -> tuple[list, list]:
-    """The store's runs split into runs of their own (sweeps' parents) and sweeps' children."""
-    runs = all_runs(client)
+def parents_and_children(client, experiment: str | None = None) -> tuple[list, list]:
+    """The store's runs (or ``experiment``'s) split into runs of their own (sweeps' parents)
+    and sweeps' children."""
+    runs = all_runs(client, experiment)
     children = [r for r in runs if tracking.parent_of(r)]
     return [r for r in runs if not tracking.parent_of(r)], children
 
@@ -145,11 +153,12 @@ def stops_caught(pid: int) -> bool:
     return bool(caught >> (signal.SIGTERM - 1) & 1)
 
 
-def wait_until(condition, timeout: float = 180, every: float = 0.1) -> None:
-    """Until ``condition()`` holds; AssertionError after ``timeout`` seconds."""
+def wait_until(condition, timeout: float = 180, every: float = 0.1, what: str = "") -> None:
+    """Until ``condition()`` holds; AssertionError (saying ``what`` was awaited) after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out: {what}" if what else "timed out"
         time.sleep(every)
 
 
@@ -165,3 +174,40 @@ def outside_the_canvas(figure) -> list[float]:
     width, height = figure.get_size_inches()
     beyond = [-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height]
     return [round(max(0.0, inches), 2) for inches in beyond]
+
+
+def jobs_past_their_first_point(client, jobs: int, cpu_seconds: float = 0.5):
+    """A condition: ``jobs`` of the store's sweep jobs are RUNNING, and each one's worker has
+    spent ``cpu_seconds`` of CPU training since its data set was logged (its last write before
+    training, whose first point is iteration 0), whatever the machine's load."""
+    trained_from: dict[str, float] = {}  # run id -> its worker's CPU time when it began training
+
+    def condition() -> bool:
+        running = [r for r in parents_and_children(client)[1] if r.info.status == "RUNNING"]
+        for run in running:
+            if run.inputs.dataset_inputs and run.info.run_id not in trained_from:
+                trained_from[run.info.run_id] = cpu_time(worker(run))
+        trained = [r for r in running if r.info.run_id in trained_from]
+        return len(trained) >= jobs and all(
+            cpu_time(worker(r)) - trained_from[r.info.run_id] >= cpu_seconds for r in trained
+        )
+
+    return condition
+
+
+def worker(run) -> int:
+    return int(run.data.tags[parent_run.WORKER_TAG])
+
+
+def cpu_time(pid: int) -> float:
+    """The CPU seconds process ``pid`` has spent (user and system)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def loky_leftovers(launcher_pid: int) -> list[str]:
+    """What loky and joblib left in /dev/shm for a launcher: its semaphores
+    (sem.loky-<pid>-...) and memmapping folders (joblib_memmapping_folder_<pid>_...), by
+    name, not by any name holding the pid's digits (another sweep's may)."""
+    named = re.compile(rf"loky-{launcher_pid}-|memmapping_folder_{launcher_pid}_")
+    return [name for name in os.listdir("/dev/shm") if named.search(name)]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from tests import helpers
 from tests.helpers import free_port
 
 PACKAGES = ["slurm-wlm", "munge", "mariadb-server", "slurmdbd"]
@@ -122,14 +123,13 @@ class Cluster:
 def wait_until(
     condition, timeout: float, what: str, cluster: Cluster | None = None, every: float = 0.2
 ) -> None:
-    """Until ``condition()``, asked ``every`` seconds; RuntimeError after ``timeout`` seconds,
-    with the cluster's logs."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            logs = "" if cluster is None else cluster_logs(cluster)
-            raise RuntimeError(f"timed out waiting for {what}\n{logs}")
-        time.sleep(every)
+    """tests.helpers.wait_until, whose timeout is a RuntimeError here, with the cluster's logs
+    (a cluster that does not start is not a failed assertion)."""
+    try:
+        helpers.wait_until(condition, timeout, every, what)
+    except AssertionError as timed_out:
+        logs = "" if cluster is None else cluster_logs(cluster)
+        raise RuntimeError(f"{timed_out}\n{logs}") from None
 
 
 def cluster_logs(cluster: Cluster) -> str:

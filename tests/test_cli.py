@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,10 @@ from tests.helpers import (
     assert_one_error_line,
     call_main,
     free_port,
+    jobs_past_their_first_point,
     parents_and_children,
     run_cli,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -194,18 +195,16 @@ def test_ctrl_c_leaves_no_run_running_and_keeps_the_points(store, tmp_path):
     try:
         first_line = process.stdout.readline()  # printed once the sweep has created the store
         assert b"parent run" in first_line, first_line
-        deadline = time.monotonic() + 120
-        while len(running(client())) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
+        # both jobs are past their first point (they never finish)
+        wait_until(jobs_past_their_first_point(client(), 2), what="both jobs training")
         assert len(running(client())) == 3, "the parent and both jobs should be running"
-        time.sleep(3)  # both jobs are past their first point (they never finish)
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
         assert process.returncode == 130  # 128 + SIGINT, as a shell reports Ctrl-C
         assert b"Traceback" not in err, err[-3000:]
         assert b"sweep killed after" in out and b"0 finished, 2 killed" in out
-        time.sleep(2)
-        assert not group_alive(process.pid), "a worker outlived the sweep"
+        outlived = "a worker outlived the sweep"
+        wait_until(lambda: not group_alive(process.pid), timeout=10, what=outlived)
     finally:
         if group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
@@ -238,14 +237,10 @@ def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        deadline, seen = time.monotonic() + 120, []
-        while len(seen) < 2 and time.monotonic() < deadline:  # two batches at least
-            time.sleep(0.5)
-            runs = all_runs(client())
-            if runs:
-                seen = client().get_metric_history(runs[0].info.run_id, "train_cost")
-                steps = {m.step for m in seen}
-        assert len(seen) >= 2, "no train_cost points in the store while the run trains"
+        # two batches at least
+        wait_until(lambda: len(train_cost_so_far(client())) >= 2, what="points while it trains")
+        runs = all_runs(client())
+        steps = {m.step for m in train_cost_so_far(client())}
         assert client().get_run(runs[0].info.run_id).info.status == "RUNNING"
         assert {m.step for m in client().get_metric_history(runs[0].info.run_id, "val_cost")}
         process.send_signal(signal.SIGINT)  # Ctrl-C: the run ends KILLED, its points kept
@@ -258,6 +253,12 @@ def test_a_long_run_shows_its_curves_while_it_trains(store, tmp_path):
     stored = client().get_metric_history(run.info.run_id, "train_cost")
     assert steps <= {m.step for m in stored}
     assert [m.step for m in stored] == list(range(0, 200 * len(stored), 200))  # none lost
+
+
+def train_cost_so_far(client) -> list:
+    """The train_cost points of the store's run (none before it exists)."""
+    runs = all_runs(client)
+    return client.get_metric_history(runs[0].info.run_id, "train_cost") if runs else []
 
 
 def group_alive(pgid: int) -> bool:

@@ -49,11 +49,11 @@ SWEEP = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once in an xdist worker, whichever tests it runs between
 def ray_head(tmp_path_factory):
     """``ray start --head --block`` with 2 CPUs on 127.0.0.1 and a free port, in a process group
     of its own, without the launcher's variables; yields its address and the folder of its
-    logs. Stopped after the module's tests, even when one fails."""
+    logs. Stopped at the session's end, even when a test fails."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # its sockets' paths stay short
     port = free_port()
     cwd = tmp_path_factory.mktemp("ray-node")  # where its workers write their Hydra folders
@@ -98,13 +98,21 @@ def test_a_sweep_runs_on_a_ray_cluster_against_a_tracking_server(ray_head, serve
     address, ray_logs = ray_head
     base, port, log = server
     env = RAY_ENV | {"RAY_ADDRESS": address, "PORT": str(port)}
-    done = run_cli("pipeline.train", "-m", *SWEEP, "tracking=server", cwd=tmp_path, env=env)
+    done = run_cli(
+        "pipeline.train",
+        "-m",
+        *SWEEP,
+        "tracking=server",
+        "tracking.experiment=ray",
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for number in range(1, 5):  # Ray's workers' lines, each printed (not folded into one)
         assert f"[job {number}/4]" in done.stdout, done.stdout
 
     client = MlflowClient(base)
-    (parent,), children = parents_and_children(client)
+    (parent,), children = parents_and_children(client, "ray")  # the session's server: its own
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 4
     assert len(children) == 4
     for child in children:

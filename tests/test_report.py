@@ -23,7 +23,7 @@ def assert_report_files(names) -> None:
     assert set(FILES) | PAGE <= names and names <= set(FILES) | PAGE | FIGURES, names
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once in an xdist worker, whichever tests it runs between
 def swept(tmp_path_factory):
     """A 2 x 2 sweep with one diverging job, in a fresh store, on a small noisy data set
     where the best run by validation accuracy is not the best by test accuracy."""

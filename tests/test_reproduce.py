@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import optuna
@@ -24,6 +23,7 @@ from tests.helpers import (
     call_main,
     parents_and_children,
     run_cli,
+    wait_until,
 )
 from tests.test_job import EARLY_STOPPING
 
@@ -200,9 +200,7 @@ def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
     long = ["seed=7", "train.iterations=100000000", "train.log_every=1000000"]
     process = start_training(uri, "model.width=8", *long, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not has_config(client(), uri) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: has_config(client(), uri), timeout=120)
     finally:
         process.kill()  # a crash: no clean-up runs
         process.wait(timeout=60)
@@ -220,9 +218,7 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     points = ["train.iterations=30000", "train.log_every=20", "tracking.flush_seconds=0.2"]
     process = start_training(uri, "model.width=8", *points, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while len(train_cost(client(), uri)) < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(train_cost(client(), uri)) >= 20, timeout=120)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     finally:

@@ -33,12 +33,13 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
         "model.width=4",
         "train.learning_rate=0.5",
         "hydra.launcher.n_jobs=2",
+        "tracking.experiment=reproduced",
         cwd=tmp_path,
         env={"PORT": str(port)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    experiment = api(base, "experiments/get-by-name?experiment_name=moons")["experiment"]
+    experiment = api(base, "experiments/get-by-name?experiment_name=reproduced")["experiment"]
     assert experiment["artifact_location"].startswith("mlflow-artifacts:")  # proxied
     runs = api(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
@@ -87,14 +88,14 @@ def errors_in(log) -> list[str]:
 def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
     client = MlflowClient(base)
-    launcher = start(base, tmp_path)
-    wait_until(lambda: started(tmp_path) and statuses(client)["FINISHED"] >= 3)
+    launcher = start(base, tmp_path, "tracking.experiment=killed")
+    wait_until(lambda: started(tmp_path) and statuses(client, "killed")["FINISHED"] >= 3)
     launcher.kill()  # kill -9: its loky workers end their runs KILLED on their own
     launcher.wait()
-    wait_until(lambda: not statuses(client)["RUNNING"], timeout=30)
+    wait_until(lambda: not statuses(client, "killed")["RUNNING"], timeout=30)
     finished = {
         c.data.tags["config_digest"]
-        for c in parents_and_children(client)[1]
+        for c in parents_and_children(client, "killed")[1]
         if c.info.status == "FINISHED"
     }
     assert 3 <= len(finished) < 12
@@ -104,7 +105,7 @@ def test_a_killed_sweep_resumes_through_a_server_on_postgresql(server, tmp_path)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"12 jobs, {len(finished)} finished, {12 - len(finished)} to run" in done.stdout
-    (parent,), children = parents_and_children(client)
+    (parent,), children = parents_and_children(client, "killed")
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 12
     per_config = collections.Counter(
         c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"
@@ -133,11 +134,19 @@ LOAD = [
 def test_eight_processes_write_100_jobs_to_a_server_on_postgresql(server, tmp_path):
     base, _, log = server
     # ~1 min on an idle 2-core machine; the timeout leaves room for a machine others share
-    done = run_cli("pipeline.train", "-m", f"tracking.uri={base}", *LOAD, cwd=tmp_path, timeout=900)
+    done = run_cli(
+        "pipeline.train",
+        "-m",
+        f"tracking.uri={base}",
+        *LOAD,
+        "tracking.experiment=load",
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     print(*[line for line in done.stdout.splitlines() if line.startswith("sweep done")])  # -s
     client = MlflowClient(base)
-    (parent,), children = parents_and_children(client)
+    (parent,), children = parents_and_children(client, "load")
     assert len(children) == 100
     assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
     for child in children:  # no point lost
