@@ -25,6 +25,16 @@ CONF = ROOT / "conf"
 # The last commit before the validation split: what "recorded before this change" means.
 BEFORE_VALIDATION = "7e7dec4ca65a43608e72e6c5a93641598afc5c6e"
 
+# A sweep of two quick jobs in two workers: the smallest that shows a parent and its children.
+TWO_JOBS = [
+    "sweep=default",
+    "train=quick",
+    "model.depth=1,2",
+    "model.width=4",
+    "train.learning_rate=0.5",
+    "hydra.launcher.n_jobs=2",
+]
+
 
 def run_cli(*args, cwd=None, timeout=300, env=None):
     """``python -m <args>`` in a real subprocess; returns the CompletedProcess."""

@@ -14,7 +14,7 @@ from pipeline import register as register_command
 from pipeline.job import data as datasets
 from pipeline.job.recorded import recorded_config
 from pipeline.nn import L_model_forward, predict
-from tests.helpers import ROOT, call_main, parents_and_children, run_cli
+from tests.helpers import ROOT, TWO_JOBS, call_main, parents_and_children, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,7 @@ def versions(client):
 
 def test_register_best_then_predict_as_pipeline_nn_does(store, tmp_path, monkeypatch):
     uri, client = store
-    swept = run_cli(
-        "pipeline.train",
-        "-m",
-        "sweep=default",
-        "train=quick",
-        "model.depth=1,2",
-        "model.width=4",
-        "train.learning_rate=0.5",
-        "hydra.launcher.n_jobs=2",
-        f"tracking.uri={uri}",
-        cwd=tmp_path,
-    )
+    swept = run_cli("pipeline.train", "-m", *TWO_JOBS, f"tracking.uri={uri}", cwd=tmp_path)
     assert swept.returncode == 0, swept.stderr[-2000:]
     (parent,), _ = parents_and_children(client())
     best = parent.data.tags["best_run_id"]

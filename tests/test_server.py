@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import fetch, parents_and_children, run_cli, wait_until
+from tests.helpers import TWO_JOBS, fetch, parents_and_children, run_cli, wait_until
 from tests.test_report import assert_report_files
 from tests.test_sweep_survives import start, started, statuses
 
@@ -26,13 +26,8 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
     done = run_cli(
         "pipeline.train",
         "-m",
-        "sweep=default",
+        *TWO_JOBS,
         "tracking=server",
-        "train=quick",
-        "model.depth=1,2",
-        "model.width=4",
-        "train.learning_rate=0.5",
-        "hydra.launcher.n_jobs=2",
         "tracking.experiment=reproduced",
         cwd=tmp_path,
         env={"PORT": str(port)},

@@ -26,8 +26,9 @@ from pipeline.processes.errors import InputError
 from pipeline.store import auth
 from tests.conftest import ADMIN_PASSWORD, started_server
 from tests.helpers import (
-    assert_entry_fails_in_one_line,
+    TWO_JOBS,
     assert_one_error_line,
+    call_main,
     free_port,
     parents_and_children,
     run_cli,
@@ -36,14 +37,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 PASSWORDS = {"admin": ADMIN_PASSWORD, "viewer": "viewer-Pw-41d2b8", "editor": "editor-Pw-93a0f6"}
-SWEEP = [
-    "sweep=default",
-    "train=quick",
-    "model.depth=1,2",
-    "model.width=4",
-    "train.learning_rate=0.5",
-    "hydra.launcher.n_jobs=2",
-]
 
 
 def credentials(user: str, password: str | None = None) -> dict[str, str]:
@@ -111,7 +104,7 @@ def test_the_server_lets_in_only_its_users_on_the_names_it_serves(team, tmp_path
 
 
 def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path):
-    sweep = ["pipeline.train", "-m", f"tracking.uri={team.base}", *SWEEP]
+    sweep = ["pipeline.train", "-m", f"tracking.uri={team.base}", *TWO_JOBS]
     for user in ("viewer", "editor"):  # each sweep's Hydra outputs in a folder of its own
         (tmp_path / user).mkdir()
     refused = run_cli(*sweep, cwd=tmp_path / "viewer", env=credentials("viewer"))
@@ -171,9 +164,8 @@ def test_the_first_admin_needs_a_password_from_the_environment_or_a_file(
     monkeypatch.delenv(auth.PASSWORD_ENV, raising=False)
     store = f"sqlite:///{tmp_path}/s.db"
     argv = ["--auth", "--port", str(free_port()), "--backend-store-uri", store]
-    assert_entry_fails_in_one_line(
-        server_cli.main, argv, capsys, auth.PASSWORD_ENV, "ADMIN_PASSWORD_FILE"
-    )
+    refused = call_main(capsys, server_cli.main, *argv)
+    assert_one_error_line(refused, auth.PASSWORD_ENV, "ADMIN_PASSWORD_FILE")
     assert not (tmp_path / "auth").exists()
 
     secret = tmp_path / "admin-password"

@@ -120,11 +120,10 @@ def test_a_run_left_running_ends_as_its_results_say_when_a_sweep_is_resumed(stor
 
 def test_a_tracking_uri_holding_a_password_is_refused_in_one_line_without_it(tmp_path, capsys):
     from pipeline import report
-    from tests.helpers import assert_entry_fails_in_one_line
+    from tests.helpers import assert_one_error_line, call_main
 
     uri = "http://ada:s3cret-Pw@127.0.0.1:9"  # would be recorded with the config: refused
     argv = ["--tracking-uri", uri, "--out", str(tmp_path / "reports")]
-    assert_entry_fails_in_one_line(
-        report.main, argv, capsys, "http://ada:***@127.0.0.1:9", "MLFLOW_TRACKING_PASSWORD"
-    )
+    refused = call_main(capsys, report.main, *argv)
+    assert_one_error_line(refused, "http://ada:***@127.0.0.1:9", "MLFLOW_TRACKING_PASSWORD")
     assert not (tmp_path / "reports").exists()
