@@ -28,11 +28,20 @@ def parts(cfg, repeat: int) -> dict[str, float]:
     data = datasets.load(cfg.dataset, seed=cfg.seed, dtype=cfg.train.dtype)
     dims = layer_dims(data.n_x, cfg.model.depth, cfg.model.width, data.n_y)
     sent: list[Metric] = []
-    dynamics = Dynamics(0.1, lambda step, metrics: sent.extend(
-        Metric(key, value, 0, step) for key, value in metrics.items()))  # fmt: skip
+    dynamics = Dynamics(
+        0.1,
+        lambda step, metrics: sent.extend(
+            Metric(key, value, 0, step) for key, value in metrics.items()
+        ),
+    )
     points: list[Point] = []
-    result = train(data, dims, iterations=cfg.train.iterations, log_every=cfg.train.log_every,
-                   listeners=[dynamics, points.append])  # fmt: skip
+    result = train(
+        data,
+        dims,
+        iterations=cfg.train.iterations,
+        log_every=cfg.train.log_every,
+        listeners=[dynamics, points.append],
+    )
     client = tracking.connect(cfg.tracking.uri)
     experiment = tracking.experiment_id(client, "parts")
     folder = Path(tempfile.mkdtemp())
@@ -67,9 +76,11 @@ def main() -> None:
             cfg = compose("config", overrides=[f"tracking.uri={uri}"])
         n_points = cfg.train.iterations // cfg.train.log_every + 1
         layers = cfg.model.depth + 1
-        print(f"learning dynamics, default job (moons, d{cfg.model.depth}-w{cfg.model.width}, "
-              f"{n_points} points x {layers} layers x 3 metrics), warm, interleaved, medians of "
-              f"{args.rounds}:")  # fmt: skip
+        print(
+            f"learning dynamics, default job (moons, d{cfg.model.depth}-w{cfg.model.width}, "
+            f"{n_points} points x {layers} layers x 3 metrics), warm, interleaved, medians of "
+            f"{args.rounds}:"
+        )
         variants = {
             name: OmegaConf.merge(cfg, {"tracking": {"dynamics": name == "on"}})
             for name in ("on", "off")

@@ -191,8 +191,10 @@ def main() -> None:
     ms = {name: 1e3 * statistics.median(row[name] for row in rows) for name in timings}
     us = {name: 1e3 * ms[name] for name in ms}
 
-    print(f"digits m={X.shape[1]}, dims={dims}, batch {BATCH}, float64, 1 BLAS thread, "
-          f"medians of {args.rounds} rounds")  # fmt: skip
+    print(
+        f"digits m={X.shape[1]}, dims={dims}, batch {BATCH}, float64, 1 BLAS thread, "
+        f"medians of {args.rounds} rounds"
+    )
     print(
         f"(a) mini-batch epoch / full-batch epoch (gd):  {ratio_row(rows, 'mini', 'full'):5.2f}"
         f"   ({ms['mini']:.2f} ms vs {ms['full']:.2f} ms)"

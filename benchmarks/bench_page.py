@@ -45,28 +45,42 @@ def log_sweep(client, name: str, configs: list[tuple[int, int, float]]) -> str:
     """A parent run and one FINISHED child per (depth, width, learning rate), the best with a
     decision boundary (the one the page shows); the parent's run id."""
     experiment = tracking.experiment_id(client, "bench")
-    parent = parent_run.start_parent(client, experiment, name, [], "bench", {})
+    parent = parent_run.create(client, experiment, name, [], "bench", {}).run_id
     steps = list(range(0, 2001, 20))
     rng = np.random.default_rng(0)
     best = (-1.0, "")
     for depth, width, rate in configs:
         tags = {"mlflow.parentRunId": parent, "mlflow.runName": f"d{depth}-w{width}-lr{rate:.3g}"}
         run_id = client.create_run(experiment, tags=tags).info.run_id
-        params = {"seed": 0, "model.depth": depth, "model.width": width, "n_val": 150,
-                  "train.learning_rate": rate, "model.activation": "relu"}  # fmt: skip
+        params = {
+            "seed": 0,
+            "model.depth": depth,
+            "model.width": width,
+            "n_val": 150,
+            "train.learning_rate": rate,
+            "model.activation": "relu",
+        }
         speed = min(rate, 1.0) / 300
         train = [0.65 * math.exp(-speed * s) + 0.04 for s in steps]
         accuracy = 0.5 + 0.45 * (1 - math.exp(-speed * 2000)) + rng.normal(0, 0.01)
-        final = {"val_accuracy": accuracy, "test_accuracy": accuracy - 0.01,
-                 "train_accuracy": accuracy + 0.01, "val_cost": train[-1] + 0.02,
-                 "train_cost": train[-1], "test_cost": train[-1] + 0.03,
-                 "train_seconds": 1.0}  # fmt: skip
-        metrics = [Metric(k, v, 0, step) for k, values in
-                   {"train_cost": train, "val_cost": [c + 0.02 for c in train]}.items()
-                   for step, v in zip(steps, values, strict=True)]  # fmt: skip
+        final = {
+            "val_accuracy": accuracy,
+            "test_accuracy": accuracy - 0.01,
+            "train_accuracy": accuracy + 0.01,
+            "val_cost": train[-1] + 0.02,
+            "train_cost": train[-1],
+            "test_cost": train[-1] + 0.03,
+            "train_seconds": 1.0,
+        }
+        metrics = [
+            Metric(k, v, 0, step)
+            for k, values in {"train_cost": train, "val_cost": [c + 0.02 for c in train]}.items()
+            for step, v in zip(steps, values, strict=True)
+        ]
         metrics += [Metric(k, v, 0, steps[-1]) for k, v in final.items()]
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in
-                                                          params.items()])  # fmt: skip
+        client.log_batch(
+            run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()]
+        )
         client.set_terminated(run_id, "FINISHED")
         best = max(best, (accuracy, run_id))
     png = boundary_png()
@@ -82,9 +96,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client = tracking.connect(f"sqlite:///{tmp}/mlflow.db")
         rng = np.random.default_rng(0)
-        search = [(int(rng.integers(0, 5)), int(np.exp(rng.uniform(np.log(2), np.log(128)))),
-                   float(np.exp(rng.uniform(np.log(1e-3), np.log(3)))))
-                  for _ in range(args.runs)]  # fmt: skip
+        search = [
+            (
+                int(rng.integers(0, 5)),
+                int(np.exp(rng.uniform(np.log(2), np.log(128)))),
+                float(np.exp(rng.uniform(np.log(1e-3), np.log(3)))),
+            )
+            for _ in range(args.runs)
+        ]
         grid = list(itertools.product([3, 2, 1], [64, 16, 4], [0.01, 0.1, 1.0]))
         started = time.perf_counter()
         big, default = log_sweep(client, "search", search), log_sweep(client, "default", grid)
@@ -103,8 +122,10 @@ def main() -> None:
         found = build(big)
         seconds = median_seconds(lambda: build(big), 3)
         print(f"  first call in a process (imports):     {first:6.2f} s")
-        print(f"  page of a {args.runs}-run sweep, whole, median of 3: {seconds:6.2f} s "
-              f"(target <= 5 s); page {len(found.page.encode()) / 1e6:.2f} MB")  # fmt: skip
+        print(
+            f"  page of a {args.runs}-run sweep, whole, median of 3: {seconds:6.2f} s "
+            f"(target <= 5 s); page {len(found.page.encode()) / 1e6:.2f} MB"
+        )
 
         parent = parent_run.Parent(default, "0", client.tracking_uri, 27)
         table = tables.sweep_table(client, default)

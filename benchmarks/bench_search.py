@@ -38,10 +38,18 @@ def one_search(pruner: str, seed: int, args: argparse.Namespace, folder: Path) -
     """A search in a subprocess on a fresh store in ``folder``: its iterations, seconds,
     best accuracy."""
     uri = tracking.SQLITE + str(folder / "mlflow.db")
-    command = [sys.executable, "-m", "pipeline.search", f"search.n_trials={args.trials}",
-               f"search.pruner={pruner}", f"search.workers={args.workers}", f"seed={seed}",
-               f"dataset={args.dataset}", f"tracking.uri={uri}",
-               *args.search_args.split()]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.search",
+        f"search.n_trials={args.trials}",
+        f"search.pruner={pruner}",
+        f"search.workers={args.workers}",
+        f"seed={seed}",
+        f"dataset={args.dataset}",
+        f"tracking.uri={uri}",
+        *args.search_args.split(),
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -51,8 +59,10 @@ def one_search(pruner: str, seed: int, args: argparse.Namespace, folder: Path) -
     experiment = client.get_experiment_by_name(args.dataset).experiment_id  # its experiment
     parent = next(r for r in client.search_runs([experiment]) if tracking.SWEEP_TAG in r.data.tags)
     children = tracking.child_runs(client, parent.info.run_id)
-    spent = sum(max(m.step for m in client.get_metric_history(c.info.run_id, "train_cost"))
-                for c in children)  # fmt: skip
+    spent = sum(
+        max(m.step for m in client.get_metric_history(c.info.run_id, "train_cost"))
+        for c in children
+    )
     finished = [c for c in children if c.info.status == "FINISHED"]
     return {
         "iterations": spent,
@@ -92,24 +102,34 @@ def main() -> None:
         pruner: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for pruner, results in runs.items()
     }
-    print(f"\n{args.trials}-trial search on {args.dataset}, {args.workers} workers, "
-          f"medians over seeds {seeds.start}..{seeds.stop - 1}:")  # fmt: skip
-    print(f"{'pruner':8} {'trials':>6} {'pruned':>6} {'iterations':>10} {'seconds':>8} "
-          f"{'best val acc':>12}")  # fmt: skip
+    print(
+        f"\n{args.trials}-trial search on {args.dataset}, {args.workers} workers, "
+        f"medians over seeds {seeds.start}..{seeds.stop - 1}:"
+    )
+    print(
+        f"{'pruner':8} {'trials':>6} {'pruned':>6} {'iterations':>10} {'seconds':>8} "
+        f"{'best val acc':>12}"
+    )
     for pruner, m in medians.items():
-        print(f"{pruner:8} {m['trials']:6.0f} {m['pruned']:6.0f} {m['iterations']:10.0f} "
-              f"{m['seconds']:8.1f} {m['best_val_accuracy']:12.4f}")  # fmt: skip
+        print(
+            f"{pruner:8} {m['trials']:6.0f} {m['pruned']:6.0f} {m['iterations']:10.0f} "
+            f"{m['seconds']:8.1f} {m['best_val_accuracy']:12.4f}"
+        )
     ratio, gap = statistics.median(ratios), statistics.median(gaps)
     seconds = statistics.median(
         p["seconds"] / n["seconds"] for p, n in zip(runs["median"], runs["none"], strict=True)
     )
-    print(f"iterations with pruning / without: {ratio:.2f} (seeds: "
-          f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= {ITERATIONS_TARGET}: "
-          f"{'met' if ratio <= ITERATIONS_TARGET else 'MISSED'})")  # fmt: skip
+    print(
+        f"iterations with pruning / without: {ratio:.2f} (seeds: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= {ITERATIONS_TARGET}: "
+        f"{'met' if ratio <= ITERATIONS_TARGET else 'MISSED'})"
+    )
     print(f"wall time with pruning / without: {seconds:.2f}")
-    print(f"best validation accuracy, without minus with pruning: {gap:+.4f} (seeds: "
-          f"{', '.join(f'{g:+.4f}' for g in gaps)}; target <= {ACCURACY_TARGET}: "
-          f"{'met' if gap <= ACCURACY_TARGET else 'MISSED'})")  # fmt: skip
+    print(
+        f"best validation accuracy, without minus with pruning: {gap:+.4f} (seeds: "
+        f"{', '.join(f'{g:+.4f}' for g in gaps)}; target <= {ACCURACY_TARGET}: "
+        f"{'met' if gap <= ACCURACY_TARGET else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,16 @@ def serve(backend: str, port: int, folder: Path) -> subprocess.Popen:
 
 def load(base: str, processes: int, jobs: int) -> dict[str, float]:
     grid = list(itertools.product(DEPTHS, WIDTHS, RATES))[:jobs]
-    tasks = [[f"tracking.uri={base}", "train=quick", f"model.depth={d}", f"model.width={w}",
-              f"train.learning_rate={r}"] for d, w, r in grid]  # fmt: skip
+    tasks = [
+        [
+            f"tracking.uri={base}",
+            "train=quick",
+            f"model.depth={d}",
+            f"model.width={w}",
+            f"train.learning_rate={r}",
+        ]
+        for d, w, r in grid
+    ]
     with multiprocessing.get_context("spawn").Pool(processes, initializer=start_worker) as pool:
         pool.map(one_job, tasks[:processes])  # warm: imports and a first job in every worker
         start = time.perf_counter()
@@ -108,10 +116,12 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait()
-            print(f"  {name:10} {figures['jobs_per_second']:5.2f} jobs/s "
-                  f"({figures['seconds']:.1f} s); log_batch slowest "
-                  f"{figures['slowest_log_batch']:.3f} s, median "
-                  f"{figures['median_log_batch']:.3f} s")  # fmt: skip
+            print(
+                f"  {name:10} {figures['jobs_per_second']:5.2f} jobs/s "
+                f"({figures['seconds']:.1f} s); log_batch slowest "
+                f"{figures['slowest_log_batch']:.3f} s, median "
+                f"{figures['median_log_batch']:.3f} s"
+            )
         postgres.cleanup()
 
 

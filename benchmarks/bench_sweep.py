@@ -147,8 +147,7 @@ def live_curves(cfg, repeat: int) -> None:
     with a batch at every point, interleaved round by round so that the machine's load
     hits each alike; and one batch's cost alone."""
     n_points = cfg.train.iterations // cfg.train.log_every + 1
-    print(f"live curves, default job ({n_points} points), warm, interleaved, medians of "
-          f"{repeat}:")  # fmt: skip
+    print(f"live curves, default job ({n_points} points), warm, interleaved, medians of {repeat}:")
     variants = {
         f"default (flush_seconds={cfg.tracking.flush_seconds:g})": cfg,
         "no live flushing (inf)": OmegaConf.merge(cfg, {"tracking": {"flush_seconds": math.inf}}),
@@ -158,14 +157,20 @@ def live_curves(cfg, repeat: int) -> None:
     for name, seconds in medians.items():
         print(f"  whole job, {name:27} {seconds:6.3f} s")
     default, none, every = medians.values()
-    print(f"  default - none: {default - none:+.3f} s a job (no call before the final batch "
-          f"when training is shorter than flush_seconds)")  # fmt: skip
-    print(f"  (every point - none) / {n_points} points: {(every - none) / n_points * 1000:.2f} ms "
-          f"a batch inside a job")  # fmt: skip
+    print(
+        f"  default - none: {default - none:+.3f} s a job (no call before the final batch "
+        f"when training is shorter than flush_seconds)"
+    )
+    print(
+        f"  (every point - none) / {n_points} points: {(every - none) / n_points * 1000:.2f} ms "
+        f"a batch inside a job"
+    )
     for points in (1, 100):
         seconds = flush_seconds_per_batch(cfg, points, repeat * 5)
-        print(f"  one batch of {points:3} points ({2 * points:3} metrics), alone: "
-              f"{seconds * 1000:6.2f} ms")  # fmt: skip
+        print(
+            f"  one batch of {points:3} points ({2 * points:3} metrics), alone: "
+            f"{seconds * 1000:6.2f} ms"
+        )
 
 
 def run_sweep(store: Path, n_jobs: int, extra: list[str]) -> float:
@@ -296,8 +301,10 @@ def parallel_versus_one_worker(store: Path, rounds: int, extra: list[str]) -> fl
     ``rounds`` rounds: walls, job phases, fixed costs by component and the one-worker
     sweep's per-job overhead, medians over the rounds; returns the parallel wall."""
     cores = os.cpu_count()
-    print(f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker, "
-          f"medians of {rounds} alternated rounds")  # fmt: skip
+    print(
+        f"default 27-job sweep {' '.join(extra)}: joblib with {cores} workers vs 1 worker, "
+        f"medians of {rounds} alternated rounds"
+    )
     walls = {"parallel": [], "serial": []}
     phases = {"parallel": [], "serial": []}
     fixed, per_job = [], []  # the parallel sweep's fixed costs; the serial's per-job medians

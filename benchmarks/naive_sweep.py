@@ -35,17 +35,26 @@ def fit_one(uri: str, experiment: str, parent: str, depth: int, width: int, rate
     )
     scaler = StandardScaler().fit(x_train)
     model = MLPClassifier(
-        hidden_layer_sizes=(width,) * depth, solver="sgd", batch_size=len(x_train),
-        momentum=0.0, nesterovs_momentum=False, alpha=0.0, learning_rate_init=rate,
-        max_iter=ITERATIONS, n_iter_no_change=ITERATIONS + 1, shuffle=False, random_state=0,
-    )  # fmt: skip
+        hidden_layer_sizes=(width,) * depth,
+        solver="sgd",
+        batch_size=len(x_train),
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        learning_rate_init=rate,
+        max_iter=ITERATIONS,
+        n_iter_no_change=ITERATIONS + 1,
+        shuffle=False,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(scaler.transform(x_train), y_train)
     accuracy = model.score(scaler.transform(x_test), y_test)
     client = MlflowClient(uri)
-    run = client.create_run(experiment, run_name=f"d{depth}-w{width}-lr{rate}",
-                            tags={MLFLOW_PARENT_RUN_ID: parent})  # fmt: skip
+    run = client.create_run(
+        experiment, run_name=f"d{depth}-w{width}-lr{rate}", tags={MLFLOW_PARENT_RUN_ID: parent}
+    )
     now = int(time.time() * 1000)
     params = {"depth": depth, "width": width, "learning_rate": rate}
     curve = [Metric("loss", loss, now, step) for step, loss in enumerate(model.loss_curve_)]
