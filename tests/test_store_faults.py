@@ -122,13 +122,13 @@ def test_a_long_message_is_shortened_between_words_never_inside_a_url():
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """fill(room_kb) -> a folder on a real 2 MB tmpfs, filled but for about ``room_kb`` KB by
+    """fill(room_kb) -> a folder on a real 8 MB tmpfs, filled but for about ``room_kb`` KB by
     the file it returns too; unmounted at the end, even on failure. Skipped, saying why,
     where this machine cannot mount one (mounting needs root)."""
     folder = tmp_path / "disk"
     folder.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
     )
@@ -137,7 +137,7 @@ def small_disk(tmp_path):
 
     def fill(room_kb: int) -> tuple[Path, Path]:
         filler = folder / "filler"
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(folder).free + (filler.stat().st_size if filler.exists() else 0)
         filler.write_bytes(b"\0" * max(0, free - room_kb * 1024))
         return folder, filler
 
