@@ -115,3 +115,30 @@ def test_an_entry_point_says_a_users_mistake_in_one_line_and_keeps_any_other_err
         assert (main([name]), capsys.readouterr().err) == (code, line), name
     with pytest.raises(ZeroDivisionError):  # its traceback, not a line that hides a bug
         main(["bug"])
+
+
+def test_a_cursor_our_stop_interrupted_is_not_logged_with_a_traceback(tmp_path, caplog):
+    """A SIGTERM raised in the middle of SQLAlchemy's fetch (a search's stop) made it log
+    "Error closing cursor" with two tracebacks; any other such error is still logged."""
+    import sqlite3
+
+    import sqlalchemy
+
+    from pipeline.processes import settings
+
+    settings.quiet_database_errors()
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with engine.connect() as connection:
+        for stopped in (True, False):
+            raw = sqlite3.connect(tmp_path / "store.db")  # a connection of its own
+            cursor = raw.cursor()
+            raw.close()  # closing its cursor now fails: "Cannot operate on a closed database"
+            caplog.clear()
+            try:
+                if stopped:
+                    raise KeyboardInterrupt
+                connection._safe_close_cursor(cursor)
+            except KeyboardInterrupt:
+                connection._safe_close_cursor(cursor)
+            logged = [r.getMessage() for r in caplog.records]
+            assert ("Error closing cursor" in logged) is not stopped, logged

@@ -48,10 +48,23 @@ def quiet_database_errors() -> None:
     """Drop MLflow's log of a database error with its traceback (a full disk: a dozen lines
     from every job): MLflow raises the error again, and our one line says it."""
     logging.getLogger("mlflow.store.db.utils").addFilter(drop_database_error)  # once: a set
+    for pool in SQLALCHEMY_POOLS:  # SQLAlchemy logs through its pool class's own logger
+        logging.getLogger(f"sqlalchemy.pool.impl.{pool}").addFilter(drop_cursor_error_of_a_stop)
 
 
 def drop_database_error(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+SQLALCHEMY_POOLS = ("QueuePool", "NullPool", "SingletonThreadPool", "StaticPool")
+
+
+def drop_cursor_error_of_a_stop(record: logging.LogRecord) -> bool:
+    """Drop SQLAlchemy's log, with its traceback, of a cursor it could not close because our
+    stop (a KeyboardInterrupt raised by the signal handler) interrupted its fetch: the stop is
+    reported in its own line."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (error is not None and isinstance(error.__context__, KeyboardInterrupt))
 
 
 @functools.cache
