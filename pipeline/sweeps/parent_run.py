@@ -275,7 +275,7 @@ def finish(parent: Parent, status: str, seconds: float, others: Sequence[str] = 
         table = tables.sweep_table(client, parent.run_id)
         swept = client.get_run(parent.run_id).data.tags.get(SWEPT_TAG, "")
         record_sweep(client, parent, table, swept)
-        record_findings(client, parent.run_id, table)
+        record_findings_or_warn(client, parent.run_id, table)
         tracking.log_results(client, parent.run_id, final=tables.sweep_metrics(table))
         client.set_terminated(parent.run_id, status)
     except Exception as error:
@@ -286,7 +286,7 @@ def finish(parent: Parent, status: str, seconds: float, others: Sequence[str] = 
     print(f"runs table (after `make ui`): {tracking.runs_table_url(parent.experiment_id)}")
 
 
-def record_findings(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
+def record_findings_or_warn(client: MlflowClient, parent_run_id: str, table: pd.DataFrame) -> None:
     """The sweep's importance and report.html on its parent (``page.record_findings``); an
     error there (but a full disk) is one warning line: the sweep's outcome is recorded anyway."""
     try:
