@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from mlflow import MlflowClient
 
 from pipeline.job import config
+from pipeline.store import tracking
 from tests.helpers import CONF, ROOT, fetch, free_port
 
 config.register()
@@ -33,9 +33,11 @@ def compose_config():
 
 @pytest.fixture
 def store(tmp_path):
-    """A fresh SQLite store in a temporary folder: its URI and a client on it."""
+    """A fresh SQLite store in a temporary folder: its URI and a client on it. The client
+    connects as the pipeline does, under the lock that lets one process create a new store's
+    schema: a test polling while its subprocess creates the store must not race it."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    return uri, lambda: MlflowClient(tracking_uri=uri)
+    return uri, lambda: tracking.connect(uri)
 
 
 @pytest.fixture(scope="session")
