@@ -159,7 +159,11 @@ def two_processes(uri, tmp_path) -> list:
     return parents_and_children(MlflowClient(uri))
 
 
-def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
+def test_two_processes_share_one_study_and_one_parent_and_propose_what_one_would(store, tmp_path):
+    """No trial twice, none lost, one parent. A trial's draws are seeded from the config's
+    seed and its number: two processes on one study propose the trials one process would
+    (the sampler's random first ones), not draws of their process ids, which gave this test a
+    diverging trial one run in 25."""
     uri, _ = store
     parents, children = two_processes(uri, tmp_path)
     (parent,) = parents
@@ -172,21 +176,13 @@ def test_two_processes_share_one_study_and_one_parent(store, tmp_path):
     by_process = collections.Counter(c.data.tags["launcher"] for c in children)
     assert sorted(by_process.values()) == [3, 3]
 
-
-def test_a_trial_proposes_the_same_values_whichever_process_runs_it(store, tmp_path):
-    """A trial's draws are seeded from the config's seed and its number: two processes on one
-    study propose the trials one process would (the sampler's random first ones), not draws
-    of their process ids, which gave the test above a diverging trial one run in 25."""
-    uri, _ = store
-    (parent,), _ = two_processes(uri, tmp_path)
-    shared = {t.number: t.params for t in study_of(uri, parent).trials}
     alone = search_run(
         f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}",
         tmp_path,
         "search.n_trials=6",
         "search.pruner=none",
     )[3]
-    assert shared == {t.number: t.params for t in alone.trials}
+    assert {t.number: t.params for t in study.trials} == {t.number: t.params for t in alone.trials}
 
 
 def search_in_flight(uri, client, tmp_path) -> subprocess.Popen:

@@ -14,6 +14,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from pipeline import train
 from pipeline.search import main as search_main
 from pipeline.sweeps import studies
 from tests.helpers import (
@@ -247,21 +248,23 @@ def test_resume_given_an_override_is_one_line(store, tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path):
+def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path, capfd):
     """``make sweep RESUME=latest`` took the newest parent, a search, and was refused ("is a
-    search"); ``latest`` is the newest grid sweep for a sweep, the newest search for a search."""
+    search"); ``latest`` is the newest grid sweep for a sweep, the newest search for a search.
+    The sweeps run in processes of their own; the resumes (one trial, in its one worker) are
+    main(argv), in this process."""
     uri, client = store
     grid = ["pipeline.train", "-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2"]
     assert run_cli(*grid, "model.width=4", cwd=tmp_path).returncode == 0
     assert search(uri, cwd=tmp_path).returncode == 0
-    resumed = run_cli(
-        "pipeline.train", "-m", "--resume", "latest", f"tracking.uri={uri}", cwd=tmp_path
-    )
+    resume = ["-m", "--resume", "latest", f"tracking.uri={uri}"]
+    resumed = call_main(capfd, train.main, *resume, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
 
     assert run_cli(*grid, "model.width=8", cwd=tmp_path).returncode == 0  # newest: a grid
-    done = search(uri, "search.n_trials=1", cwd=tmp_path, resume="latest")
+    argv = search_argv(uri, "search.n_trials=1", resume="latest")
+    done = call_main(capfd, search_main, *argv, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 trials in 1 workers" in done.stdout and "2 trials before" in done.stdout
     parents = parents_and_children(client())[0]

@@ -10,7 +10,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.helpers import TWO_JOBS, fetch, parents_and_children, run_cli, wait_until
+from pipeline import report as report_command
+from pipeline import reproduce, train
+from tests.helpers import TWO_JOBS, call_main, fetch, parents_and_children, run_cli, wait_until
 from tests.test_report import assert_report_files
 from tests.test_sweep_survives import start, started, statuses
 
@@ -21,7 +23,9 @@ def api(base, path, body=None):
     return json.loads(fetch(f"{base}/api/2.0/mlflow/{path}", body))
 
 
-def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
+def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path, capfd):
+    """The sweep runs in processes of its own; the resume, reproduction and report are each
+    command's main(argv), in this process."""
     base, port, log = server
     done = run_cli(
         "pipeline.train",
@@ -52,21 +56,14 @@ def test_sweep_reproduce_and_report_against_a_tracking_server(server, tmp_path):
         assert png.startswith(b"\x89PNG")
 
     env = {"MLFLOW_TRACKING_URI": base}
-    resumed = run_cli(
-        "pipeline.train",
-        "-m",
-        "--resume",
-        "latest",
-        "tracking=server",
-        cwd=tmp_path,
-        env={"PORT": str(port)},
-    )
+    resume = ["-m", "--resume", "latest", "tracking=server"]
+    resumed = call_main(capfd, train.main, *resume, cwd=tmp_path, env={"PORT": str(port)})
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # its job list, read over REST
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
-    again = run_cli("pipeline.reproduce", children[0]["info"]["run_id"], cwd=tmp_path, env=env)
+    again = call_main(capfd, reproduce.main, children[0]["info"]["run_id"], cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "identical" in again.stdout
-    report = run_cli("pipeline.report", cwd=tmp_path, env=env)
+    report = call_main(capfd, report_command.main, cwd=tmp_path, env=env)
     assert report.returncode == 0, report.stderr[-2000:]
     parent_id = parents[0]["info"]["run_id"]
     listed = api(base, f"artifacts/list?run_id={parent_id}&path=report")["files"]

@@ -21,6 +21,7 @@ pytest.importorskip("prometheus_flask_exporter", reason="METRICS=1 needs the ser
 
 from mlflow.server import get_app_client  # after the skip: it needs flask_wtf
 
+from pipeline import register, report, reproduce, train
 from pipeline import server as server_cli
 from pipeline.processes.errors import InputError
 from pipeline.store import auth
@@ -84,7 +85,7 @@ def status(url: str, user: str | None = None, password: str | None = None, host=
         return error.code
 
 
-def test_the_server_lets_in_only_its_users_on_the_names_it_serves(team, tmp_path):
+def test_the_server_lets_in_only_its_users_on_the_names_it_serves(team, tmp_path, capfd):
     search = f"{team.base}/api/2.0/mlflow/experiments/search?max_results=1"
     assert status(search) == 401
     assert status(search, "viewer") == 200
@@ -98,23 +99,26 @@ def test_the_server_lets_in_only_its_users_on_the_names_it_serves(team, tmp_path
         (credentials("mallory", "whatever-Pw"), ["'mallory'", "unknown user"]),
         ({}, [auth.USER_ENV, auth.USER_PASSWORD_ENV]),
     ]:
-        done = run_cli("pipeline.report", "--tracking-uri", team.base, cwd=tmp_path, env=env)
+        done = call_main(capfd, report.main, "--tracking-uri", team.base, cwd=tmp_path, env=env)
         assert_one_error_line(done, team.base, *words)
         assert "not-the-password" not in done.stderr
 
 
-def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path):
-    sweep = ["pipeline.train", "-m", f"tracking.uri={team.base}", *TWO_JOBS]
+def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path, capfd):
+    """The editor's sweep runs in processes of its own (its workers get the credentials);
+    the refusals and reads are each command's main(argv), in this process."""
+    sweep = ["-m", f"tracking.uri={team.base}", *TWO_JOBS]
     for user in ("viewer", "editor"):  # each sweep's Hydra outputs in a folder of its own
         (tmp_path / user).mkdir()
-    refused = run_cli(*sweep, cwd=tmp_path / "viewer", env=credentials("viewer"))
+    viewer = credentials("viewer")
+    refused = call_main(capfd, train.main, *sweep, cwd=tmp_path / "viewer", env=viewer)
     assert_one_error_line(refused, "'viewer'", "write to experiment 'moons'")
     with as_admin():
         admin = MlflowClient(team.base)
         assert not admin.search_runs([team.moons])  # refused before the parent run
         assert {e.name for e in admin.search_experiments()} == {"moons", "Default"}
 
-    done = run_cli(*sweep, cwd=tmp_path / "editor", env=credentials("editor"))
+    done = run_cli("pipeline.train", *sweep, cwd=tmp_path / "editor", env=credentials("editor"))
     assert done.returncode == 0, done.stderr[-3000:]
     with as_admin():
         (parent,), children = parents_and_children(admin)
@@ -130,27 +134,26 @@ def test_a_viewer_is_refused_and_an_editor_sweeps_and_registers(team, tmp_path):
     assert not [p for p in files if password in p.read_bytes()]
     assert PASSWORDS["editor"] not in done.stdout + done.stderr
 
-    read = run_cli(
-        "pipeline.report", "--tracking-uri", team.base, cwd=tmp_path, env=credentials("viewer")
-    )
+    read = call_main(capfd, report.main, "--tracking-uri", team.base, cwd=tmp_path, env=viewer)
     assert read.returncode == 0, read.stderr[-3000:]  # a viewer reads; its report stays here
     assert "not logged to the sweep's parent run" in read.stdout and "'viewer'" in read.stdout
-    again = run_cli(
-        "pipeline.reproduce",
+    again = call_main(
+        capfd,
+        reproduce.main,
         children[0].info.run_id,
         "--tracking-uri",
         team.base,
         cwd=tmp_path,
-        env=credentials("viewer"),
+        env=viewer,
     )
     assert_one_error_line(again, "'viewer'", "reproduce a run")
 
-    register = ["pipeline.register", "best", "--tracking-uri", team.base]
-    refused = run_cli(*register, cwd=tmp_path, env=credentials("viewer"))
+    best = ["best", "--tracking-uri", team.base]
+    refused = call_main(capfd, register.main, *best, cwd=tmp_path, env=viewer)
     assert_one_error_line(refused, "'viewer'", "register run")
     with as_admin():
         assert not admin.search_registered_models()
-    registered = run_cli(*register, cwd=tmp_path, env=credentials("editor"))
+    registered = call_main(capfd, register.main, *best, cwd=tmp_path, env=credentials("editor"))
     assert registered.returncode == 0, registered.stderr[-3000:]
     with as_admin():
         assert admin.get_model_version_by_alias("moons", "champion").run_id in {

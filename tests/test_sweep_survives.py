@@ -90,7 +90,9 @@ def gone_within(processes, seconds):
     return not alive
 
 
-def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(store, tmp_path):
+def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(
+    store, tmp_path, capfd
+):
     uri, client = store
     launcher = start(uri, tmp_path)
     wait_until(lambda: started(tmp_path) and statuses(client())["FINISHED"] >= 5)
@@ -106,26 +108,11 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     finished = {c.data.tags["config_digest"] for c in children if c.info.status == "FINISHED"}
     assert 5 <= len(finished) < 12 and not statuses(client())["RUNNING"]
 
-    changed = run_cli(
-        "pipeline.train",
-        "-m",
-        "--resume",
-        "latest",
-        f"tracking.uri={uri}",
-        "train.iterations=5",
-        cwd=tmp_path,
-    )
+    resume = ["-m", "--resume", "latest", f"tracking.uri={uri}"]
+    changed = call_main(capfd, train.main, *resume, "train.iterations=5", cwd=tmp_path)
     refused = f"error: {parent.info.run_name} runs with the overrides it recorded: drop "
     assert changed.returncode == 2 and changed.stderr.startswith(refused + "train.iterations=5")
-    dry = run_cli(
-        "pipeline.train",
-        "-m",
-        "--resume",
-        "latest",
-        "--dry-run",
-        f"tracking.uri={uri}",
-        cwd=tmp_path,
-    )
+    dry = call_main(capfd, train.main, *resume, "--dry-run", cwd=tmp_path)
     states = collections.Counter(line.split()[1] for line in dry.stdout.splitlines()[:-1])
     assert states == {"done": len(finished), "to": 12 - len(finished)}  # "to run"
     assert dry.stdout.strip().endswith(
@@ -155,14 +142,8 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(s
     overrides = [f"{k}={job.data.params[k]}" for k in ("model.depth", "model.width")]
     overrides += ["train.learning_rate=" + job.data.params["train.learning_rate"]]
     alone_uri = f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}"
-    with_cli = run_cli(
-        "pipeline.train",
-        f"tracking.uri={alone_uri}",
-        *overrides,
-        "train.iterations=2000",
-        "train.log_every=50",
-        cwd=tmp_path,
-    )
+    alone_argv = [f"tracking.uri={alone_uri}", *overrides, *GRID[4:6]]  # iterations, log_every
+    with_cli = call_main(capfd, train.main, *alone_argv, cwd=tmp_path)
     assert with_cli.returncode == 0, with_cli.stderr[-2000:]
     (alone,) = parents_and_children(MlflowClient(alone_uri))[0]
     assert alone.data.tags["config_digest"] == job.data.tags["config_digest"]
