@@ -117,18 +117,12 @@ def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path):
     )
 
 
-def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path):
+def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path, capfd):
+    """The resume (its one worker's trials) is main(argv), in this process."""
     uri, _ = store
     search_run(uri, tmp_path, "search.pruner=none")
-    resumed = run_cli(
-        "pipeline.search",
-        "--resume",
-        "latest",
-        "search.n_trials=3",
-        "search.pruner=none",
-        f"tracking.uri={uri}",
-        cwd=tmp_path,
-    )
+    more = ["search.n_trials=3", "search.pruner=none", f"tracking.uri={uri}"]
+    resumed = call_main(capfd, search.main, "--resume", "latest", *more, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     parents, children = parents_and_children(MlflowClient(uri))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
