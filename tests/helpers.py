@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -126,9 +127,11 @@ def call_main(capture, main, *argv: str, cwd=None, env=None) -> subprocess.Compl
     """``main(argv)``, an entry point's, called in this process as run_cli runs it in a new
     one (in ``cwd``, with ``env``, without MLFLOW_TRACKING_URI): its exit code and what it
     printed (``capture``: capsys, or capfd for its child processes' output too). The signal
-    handlers, unraisable hook, argv, environment and folder it may change are put back; Hydra's
+    handlers, unraisable hook, argv, environment, folder and loggers it may change are put back
+    (a search's one worker, run in its launcher, quiets the job's loggers and Optuna's); Hydra's
     global state must be left as it was (the next test's compose starts afresh)."""
     hydra_initialized = GlobalHydra.instance().is_initialized()
+    loggers = logger_settings()
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     argv_before, hook, environment = sys.argv, sys.unraisablehook, dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -145,9 +148,20 @@ def call_main(capture, main, *argv: str, cwd=None, env=None) -> subprocess.Compl
         os.environ.update(environment)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        for logger, (handlers_before, propagate, level) in loggers.items():
+            logger.handlers[:], logger.propagate, logger.level = handlers_before, propagate, level
     printed = capture.readouterr()
     assert GlobalHydra.instance().is_initialized() == hydra_initialized, printed.err[-3000:]
     return subprocess.CompletedProcess([main.__module__, *argv], code, printed.out, printed.err)
+
+
+def logger_settings() -> dict:
+    """Each logger's handlers, propagation and level, the root's included."""
+    known = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    return {
+        logger: (list(logger.handlers), logger.propagate, logger.level)
+        for logger in [logging.root, *known]
+    }
 
 
 def stops_caught(pid: int) -> bool:

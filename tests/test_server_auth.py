@@ -1,7 +1,7 @@
 """make server with MLflow's basic-auth app: a real `mlflow server --app-name basic-auth` on a
-loopback port, on SQLite and on a real PostgreSQL, with three real users (the admin, a viewer,
-an editor) made through MLflow's own client: who may read, sweep and register, what a refusal
-prints, and that no password is recorded anywhere."""
+loopback port, on SQLite (on a real PostgreSQL in make test-load), with three real users (the
+admin, a viewer, an editor) made through MLflow's own client: who may read, sweep and register,
+what a refusal prints, and that no password is recorded anywhere."""
 
 import argparse
 import base64
@@ -54,14 +54,13 @@ def as_admin():
         yield
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def team(request, tmp_path_factory):
-    """A team's server, one per store for the module, with Prometheus metrics: the admin, a
-    viewer (READ, the default) and an editor (EDIT on experiment moons, made by the admin)."""
-    folder = tmp_path_factory.mktemp(f"team-{request.param}")
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    """A team's server for the module, on SQLite (its user store beside it), with Prometheus
+    metrics: the admin, a viewer (READ, the default) and an editor (EDIT on experiment moons,
+    made by the admin). The same app on PostgreSQL is make test-load's basic-auth case."""
+    folder = tmp_path_factory.mktemp("team")
     backend = f"sqlite:///{folder / 'server' / 'mlflow.db'}"
-    if request.param == "postgresql":
-        backend = request.getfixturevalue("postgres")(folder.name.replace("-", "_"))
     with started_server(folder, backend, True, "METRICS=1") as (base, _, log):
         with as_admin():
             users = get_app_client("basic-auth", tracking_uri=base)

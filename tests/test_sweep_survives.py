@@ -152,9 +152,8 @@ def test_kill_9_of_the_launcher_then_resume_runs_exactly_what_had_not_finished(
         m.value for m in MlflowClient(alone_uri).get_metric_history(alone.info.run_id, "train_cost")
     ]
 
-    complete = run_cli(
-        "pipeline.train", "-m", "--resume", parent.info.run_id, f"tracking.uri={uri}", cwd=tmp_path
-    )
+    by_id = ["-m", "--resume", parent.info.run_id, f"tracking.uri={uri}"]
+    complete = call_main(capfd, train.main, *by_id, cwd=tmp_path)
     assert complete.returncode == 0 and "12 finished, 0 to run" in complete.stdout
     assert len(parents_and_children(client())[1]) == len(children)  # nothing ran
 
