@@ -2,6 +2,7 @@
 
 import json
 
+import psutil
 import pytest
 
 from pipeline.job.run import run_job
@@ -30,3 +31,6 @@ def test_ui_serves_the_store_and_points_at_the_runs_table(
         assert [r["info"]["run_id"] for r in runs["runs"]] == [outcome.run_id]
         png = fetch(f"{base}/get-artifact?path=cost_curve.png&run_uuid={outcome.run_id}")
         assert png.startswith(b"\x89PNG")
+        # MLflow's job runner and its Huey consumers (GenAI jobs) are not started: 4 processes
+        started = [" ".join(p.cmdline()) for p in psutil.Process(process.pid).children(True)]
+        assert not [c for c in started if "huey" in c or "jobs._job_runner" in c], started

@@ -27,8 +27,6 @@ class Terminated(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# What a stop of the sweep does first, beside interrupting the workers (``on_stop``).
-STOP_ACTIONS: list[Callable[[], None]] = []
 
 
 def interruption(signum: int) -> KeyboardInterrupt:
@@ -109,11 +107,11 @@ def on_stop(action: Callable[[], None]) -> Iterator[None]:
     """While in the block, a stop of the sweep (``run_to_end``) calls ``action()`` before it
     waits for the jobs in flight: a launcher whose jobs run beyond its children (Slurm's)
     cancels them there, so that they end their runs within the wait."""
-    STOP_ACTIONS.append(action)
+    workers.state.stop_actions.append(action)
     try:
         yield
     finally:
-        STOP_ACTIONS.remove(action)
+        workers.state.stop_actions.remove(action)
 
 
 def run_to_end(
@@ -137,7 +135,7 @@ def run_to_end(
         handle_stop_signals(signal.SIG_IGN)
         stopped_by.append(signum)
         workers.interrupt_children()
-        for action in list(STOP_ACTIONS):
+        for action in list(workers.state.stop_actions):
             with contextlib.suppress(Exception):  # the jobs are waited for whatever happens
                 action()
         with contextlib.suppress(Exception):  # a store that fails now: finish() says so

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -37,7 +38,8 @@ class Guard:
 
 
 class Worker:
-    """A worker process's state across the jobs it runs (``state``).
+    """A process's state across the jobs it runs and the stops it takes (``state``): a
+    sweep's worker's, or its launcher's (``stop_actions``).
 
     It lives here, not in pipeline.train: a launcher pickles Hydra's job function by value
     (hydra.main wraps it), with a copy of the globals it reads, so an object of
@@ -49,6 +51,8 @@ class Worker:
         self.watching = False  # its launcher is watched (stops.watch_launcher)
         self.launcher_died = False  # its jobs are being ended: it starts no other
         self.guard = Guard()  # its job's run in flight, against the watcher
+        # what a stop of the launcher's sweep does first, beside interrupting its workers
+        self.stop_actions: list[Callable[[], None]] = []  # (stopping.on_stop)
 
 
 state = Worker()

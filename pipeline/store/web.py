@@ -53,11 +53,18 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+# MLflow's server also starts a job runner and its Huey consumers (GenAI scorers, trace
+# rollups), each a process importing MLflow, and a queue folder in /dev/shm: no run here has
+# such a job, and a server started in seconds more is what a user waits for.
+WITHOUT_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def serve(command: list[str], host: str, port: int, announce: Callable[[str], None]) -> int:
     """Run ``command`` (an MLflow web server), ``announce`` its address once it answers;
     its exit code once it ends (130 on Ctrl-C; SIGTERM stops it too). InputError if it ends
     or does not answer before it serves."""
-    server = subprocess.Popen(command, stdout=sys.stderr)  # our stdout: the address alone
+    environment = WITHOUT_JOB_RUNNER | os.environ  # the operator's own setting wins
+    server = subprocess.Popen(command, stdout=sys.stderr, env=environment)  # stdout: the address
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     base = tracking.ui_address(host, port)
     name = " ".join(command[2:4])  # mlflow ui, mlflow server
