@@ -9,6 +9,7 @@ any job runs; then Hydra launches the jobs, each of which runs ``job``; then the
 ends here, FINISHED, or KILLED on Ctrl-C (exit 130) and SIGTERM (exit 143).
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -226,7 +227,10 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
     n_workers = grid.launcher_workers(launcher)
 
     def warm() -> None:
-        Parallel(**arguments)(delayed(import_job_modules)() for _ in range(n_workers))
+        # only a head start: a stop kills the workers under it (its error is no one's), and
+        # any other failure is the launch's to report, in one line
+        with contextlib.suppress(Exception):
+            Parallel(**arguments)(delayed(import_job_modules)() for _ in range(n_workers))
 
     thread = threading.Thread(target=warm, name="warm-workers", daemon=True)
     thread.start()
