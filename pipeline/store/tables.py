@@ -194,7 +194,7 @@ def runs_table(runs: list) -> pd.DataFrame:
     for column in ("depth", "width", "learning_rate"):
         table[column] = pd.to_numeric(table[column])
     # runs recorded before these keys existed trained with gradient descent, without L2
-    table["optimizer"] = table.optimizer.fillna("gd")
+    table["optimizer"] = table.optimizer.astype(object).fillna("gd")  # all-missing: floats
     table["batch_size"] = pd.to_numeric(table.batch_size, errors="coerce")  # None: full batch
     table["l2"] = pd.to_numeric(table.l2).fillna(0.0)
     accuracy = chosen_by(table)
