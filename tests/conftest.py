@@ -199,3 +199,9 @@ def writes_fail(folder: Path) -> bool:
         return True
     (folder / "probe").unlink()
     return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (each module's in its order): pytest-xdist's workers then end on
+    short tests that spread over them, not on one long test while the others wait."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
