@@ -53,9 +53,8 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-# MLflow's server also starts a job runner and its Huey consumers (GenAI scorers, trace
-# rollups), each a process importing MLflow, and a queue folder in /dev/shm: no run here has
-# such a job, and a server started in seconds more is what a user waits for.
+# MLflow's server also starts a job runner and its Huey consumers, processes importing MLflow,
+# for GenAI jobs (scorers, trace rollups) that no run here has: seconds more at every start.
 WITHOUT_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
