@@ -12,6 +12,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import psutil
 from mlflow import MlflowClient
@@ -19,9 +20,12 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+from pipeline.processes import releases
 from pipeline.processes.errors import InputError
 from pipeline.store import tracking
 
+# MLflow releases whose SQL store's bulk read of curves (a private name) this was tested with
+MLFLOW_TESTED = ("3.",)
 JOBS_FILE = "jobs.json"  # a sweep parent's record of its jobs: what a resume runs
 LAUNCHER_TAG = "launcher"  # on a sweep's parent: host:pid of the process launching its jobs
 STUDY_TAG = "optuna_study"  # on a search's parent and its trials: the Optuna study's name
@@ -263,12 +267,21 @@ def metric_curves(client: MlflowClient, run_ids, key: str) -> dict[str, tuple[li
     return curves
 
 
+@functools.cache
+def bulk_read_applies() -> bool:
+    """Whether the installed MLflow is one the bulk read of curves was tested with (it reads
+    MLflow's private store); if not, one warning line, once."""
+    otherwise = "a sweep's curves are read one run at a time (slower, the same points)"
+    return releases.tested("mlflow", mlflow.__version__, MLFLOW_TESTED, otherwise)
+
+
 def metric_histories(client: MlflowClient, run_ids: list[str], key: str) -> list:
-    """(run_id, Metric) of every point of metric ``key`` of the runs, ordered by run, then
-    by time and step. MLflow's SQL stores read them in one query (a 300-run sweep's curves:
-    one query instead of 300, ~50 times faster); others (a server) one run at a time."""
+    """(run_id, Metric) of every point of metric ``key`` of the runs, grouped by run, each
+    ordered by time and step. MLflow's SQL stores read them in one query (a 300-run sweep's
+    curves: one query instead of 300, ~50 times faster); others (a server), and MLflow
+    releases this was not tested with, one run at a time through the public client."""
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    bulk = getattr(store, "get_metric_history_bulk", None)
+    bulk = getattr(store, "get_metric_history_bulk", None) if bulk_read_applies() else None
     if bulk is None or not run_ids:
         return [(r, m) for r in run_ids for m in client.get_metric_history(r, key)]
     found = bulk(run_ids, key, max_results=None)

@@ -51,6 +51,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.processes import releases
+
 TESTED = ("1.3.",)  # hydra-core releases whose internals this module was tested with
 log = logging.getLogger(__name__)
 
@@ -59,15 +61,8 @@ log = logging.getLogger(__name__)
 def speed_ups_apply() -> bool:
     """Whether the installed Hydra is one this module's speed-ups were tested with; if not,
     one warning line, once."""
-    if hydra.__version__.startswith(TESTED):
-        return True
-    log.warning(
-        "warning: hydra-core %s is not one this project was tested with (%s): its per-job "
-        "speed-ups are off, and Hydra's own steps run (slower, same configs)",
-        hydra.__version__,
-        ", ".join(f"{v}x" for v in TESTED),
-    )
-    return False
+    otherwise = "its per-job speed-ups are off, and Hydra's own steps run (slower, same configs)"
+    return releases.tested("hydra-core", hydra.__version__, TESTED, otherwise)
 
 
 def args_parser():
