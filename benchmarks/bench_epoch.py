@@ -21,9 +21,9 @@ import tracemalloc
 import warnings
 
 import numpy as np
+from peers import full_batch_sgd
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
 from pipeline.nn import (
@@ -86,19 +86,7 @@ def timed(function, repeat):
 
 def sklearn_epochs(x, y, dtype, epochs):
     """Seconds for fit() with ``epochs`` epochs of full-batch SGD."""
-    model = MLPClassifier(
-        hidden_layer_sizes=tuple(DIMS[1:-1]),
-        solver="sgd",
-        batch_size=x.shape[0],
-        momentum=0.0,
-        nesterovs_momentum=False,
-        alpha=0.0,
-        learning_rate_init=LEARNING_RATE,
-        max_iter=epochs,
-        n_iter_no_change=epochs + 1,
-        shuffle=False,
-        random_state=0,
-    )
+    model = full_batch_sgd(tuple(DIMS[1:-1]), x.shape[0], LEARNING_RATE, epochs)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -17,6 +17,7 @@ from joblib import Parallel, delayed
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from peers import full_batch_sgd
 
 DEPTHS, WIDTHS, RATES = (3, 2, 1), (64, 16, 4), (0.01, 0.1, 1.0)
 ITERATIONS = 2000
@@ -26,7 +27,6 @@ def fit_one(uri: str, experiment: str, parent: str, depth: int, width: int, rate
     from sklearn.datasets import make_moons
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
 
     x, y = make_moons(n_samples=1000, noise=0.2, random_state=0)
@@ -34,19 +34,7 @@ def fit_one(uri: str, experiment: str, parent: str, depth: int, width: int, rate
         x, y, test_size=0.25, stratify=y, random_state=0
     )
     scaler = StandardScaler().fit(x_train)
-    model = MLPClassifier(
-        hidden_layer_sizes=(width,) * depth,
-        solver="sgd",
-        batch_size=len(x_train),
-        momentum=0.0,
-        nesterovs_momentum=False,
-        alpha=0.0,
-        learning_rate_init=rate,
-        max_iter=ITERATIONS,
-        n_iter_no_change=ITERATIONS + 1,
-        shuffle=False,
-        random_state=0,
-    )
+    model = full_batch_sgd((width,) * depth, len(x_train), rate, ITERATIONS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(scaler.transform(x_train), y_train)

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.processes import slurm as slurm_reasons
-from tests import slurm_cluster
+from tests import helpers, slurm_cluster
 from tests.helpers import ROOT, parents_and_children, run_cli
 from tests.test_server import errors_in
 from tests.test_sweep_survives import started
@@ -28,13 +28,8 @@ SLURM = [
     f"hydra.launcher.partition={slurm_cluster.PARTITION}",
     "hydra.launcher.mem_gb=1",
 ]
-TWO_JOBS = [
-    "sweep=default",
-    "train=quick",
-    "model.depth=1,2",
-    "model.width=4",
-    "train.learning_rate=0.5",
-]
+# helpers.TWO_JOBS but joblib's worker count: Slurm's launcher has no such field
+TWO_JOBS = [o for o in helpers.TWO_JOBS if not o.startswith("hydra.launcher.n_jobs=")]
 
 
 @pytest.fixture(scope="module")
