@@ -323,9 +323,11 @@ def launch_until_done(parent: parent_run.Parent, hydra_argv: list[str]) -> None:
                 return job()
             except BrokenProcessPool as error:
                 reason = workers.death_reason(error)
-                if not parent_run.fail_dead_job(parent, watch.first_dead(), reason, since_ms):
+                failed = parent_run.fail_dead_job(parent, watch.first_dead(), reason, since_ms)
+                if failed is None:
                     raise
-        print(f"a worker died ({reason}): its job FAILED; carrying on", flush=True)
+        what = "its job FAILED" if failed else "it was between two jobs"
+        print(f"a worker died ({reason}): {what}; carrying on", flush=True)
 
 
 def check_single(args) -> DictConfig | None:

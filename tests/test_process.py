@@ -1,12 +1,13 @@
 """Process settings: only entry points make them, and each does what it says."""
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from pipeline.processes import entry, stopping
+from pipeline.processes import entry, stopping, workers
 from pipeline.processes.errors import InputError
 from tests.helpers import ROOT
 
@@ -142,3 +143,20 @@ def test_a_cursor_our_stop_interrupted_is_not_logged_with_a_traceback(tmp_path, 
                 connection._safe_close_cursor(cursor)
             logged = [r.getMessage() for r in caplog.records]
             assert ("Error closing cursor" in logged) is not stopped, logged
+
+
+def test_the_death_watch_names_the_first_child_to_die_though_it_reads_them_all_at_once():
+    """As when loky kills the other workers before the watcher's thread runs: the deaths are
+    read once, after all of them, and still come in the order the children died."""
+    children = [subprocess.Popen(["sleep", "60"]) for _ in range(4)]
+    watch = workers.DeathWatch()
+    watch.watch_new_children()
+    dying = [children[2], children[0], children[3], children[1]]  # not the order watched in
+    for child in dying:
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+    watch.record_deaths(timeout=0)
+    assert watch.deaths == [child.pid for child in dying]
+    assert watch.first_dead() == children[2].pid
+    for child in children:
+        child.wait()  # reaped

@@ -250,6 +250,31 @@ def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     )
 
 
+def test_a_worker_killed_between_jobs_fails_no_job_and_the_sweep_carries_on(store, tmp_path):
+    uri, client = store
+    # 1 job on 2 workers: one worker is idle while the other trains
+    job = ["model.depth=1", "model.width=8", "train.learning_rate=0.1", "train.iterations=30000"]
+    launcher = start(uri, tmp_path, *job, "train.log_every=1000", "hydra.launcher.n_jobs=2")
+    wait_until(lambda: started(tmp_path))
+    wait_until(jobs_past_their_first_point(client(), 1))
+    busy = {c.data.tags["worker_pid"] for c in parents_and_children(client())[1]}
+    idle = [
+        child
+        for child in psutil.Process(launcher.pid).children()
+        if "popen_loky_posix" in " ".join(child.cmdline()) and str(child.pid) not in busy
+    ]
+    idle[0].kill()
+    assert launcher.wait(timeout=300) == 0, (tmp_path / "err-out.txt").read_text()[-2000:]
+    said = "a worker died (worker killed by signal 9 (SIGKILL); out of memory?): it was between"
+    assert f"{said} two jobs; carrying on" in (tmp_path / "out.txt").read_text()
+    (parent,), children = parents_and_children(client())
+    ended = collections.defaultdict(list)  # digest -> its runs' statuses, oldest first
+    for child in sorted(children, key=lambda c: c.info.start_time):
+        ended[child.data.tags["config_digest"]].append(child.info.status)
+    assert list(ended.values()) == [["KILLED", "FINISHED"]]
+    assert parent.info.status == "FINISHED"
+
+
 def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
     uri, client = store
     # 4 jobs each: the race is the new store's creation, then their writes side by side

@@ -187,17 +187,18 @@ def join(
     return Parent(run_id, run.info.experiment_id, client.tracking_uri, n_jobs, os.getpid())
 
 
-def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> bool:
+def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms: int) -> int | None:
     """After a worker died and took its pool with it: the job of the worker that died first
-    ends FAILED with ``reason``; the jobs the pool's end interrupted end KILLED, to run again
-    (each as its results say: ``tracking.end_left_running``). ``parent.done`` then holds
-    every job that ended since ``since_ms`` (ms since the epoch). False if no job can be told
-    apart as the dead worker's."""
+    (``worker_pid``), if it had one, ends FAILED with ``reason``; the jobs the pool's end
+    interrupted end KILLED, to run again (each as its results say:
+    ``tracking.end_left_running``). ``parent.done`` then holds every job that ended since
+    ``since_ms`` (ms since the epoch). The number of jobs FAILED (0 if the worker died
+    between two jobs), or None if no worker's death was seen (no pidfd to watch it)."""
+    if worker_pid is None:
+        return None
     client = tracking.connect(parent.tracking_uri)
     running = tracking.child_runs(client, parent.run_id, running_only=True)
     dead = [r for r in running if r.data.tags.get(WORKER_TAG) == str(worker_pid)]
-    if not dead:
-        return False
     for run in running:
         if run in dead:
             tracking.end_left_running(client, run, reason, unfinished="FAILED")
@@ -210,7 +211,7 @@ def fail_dead_job(parent: Parent, worker_pid: int | None, reason: str, since_ms:
         if c.info.status in ("FINISHED", "FAILED") and c.info.start_time >= since_ms
     ]
     parent.done = sorted(set(parent.done) | set(ended) - {None})
-    return True
+    return len(dead)
 
 
 def end_job_without_result(parent: Parent, job_num: int, since_ms: int, why: str) -> str:
