@@ -32,12 +32,31 @@ def compose_config():
 
 
 @pytest.fixture
-def store(tmp_path):
-    """A fresh SQLite store in a temporary folder: its URI and a client on it. The client
-    connects as the pipeline does, under the lock that lets one process create a new store's
-    schema: a test polling while its subprocess creates the store must not race it."""
+def new_store(tmp_path):
+    """A new SQLite store in a temporary folder, created by the first process to use it: its
+    URI and a client on it. The client connects as the pipeline does, under the lock that
+    lets one process create a new store's schema: a test polling while its subprocess
+    creates the store must not race it."""
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     return uri, lambda: tracking.connect(uri)
+
+
+@pytest.fixture(scope="session")
+def empty_database(tmp_path_factory) -> Path:
+    """An empty SQLite store's database, created by MLflow once a session (per xdist worker):
+    creating the schema takes a process about a second of CPU."""
+    database = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    tracking.connect(f"sqlite:///{database}")
+    return database
+
+
+@pytest.fixture
+def store(new_store, tmp_path, empty_database):
+    """``new_store`` as the first command leaves it: a copy of an empty store's database
+    (tests of what creates a store, or of what must not, use ``new_store``)."""
+    (tmp_path / "store").mkdir()
+    shutil.copyfile(empty_database, tmp_path / "store" / "mlflow.db")
+    return new_store
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,12 @@
 """Helpers for the tests: real subprocesses and real MLflow stores, nothing mocked."""
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,3 +237,21 @@ def loky_leftovers(launcher_pid: int) -> list[str]:
     name, not by any name holding the pid's digits (another sweep's may)."""
     named = re.compile(rf"loky-{launcher_pid}-|memmapping_folder_{launcher_pid}_")
     return [name for name in os.listdir("/dev/shm") if named.search(name)]
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """Folder ``name``, filled by ``make(folder)`` once in the test session however many
+    xdist workers ask: the first makes it, the others wait for it (a lock) and share it, so
+    its users read it, or write beside what the others read."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's, above its workers' own
+    folder, made = root / name, root / f"{name}.made"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker's that failed to make it
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder

@@ -58,8 +58,8 @@ def test_single_job_from_the_command_line(store, tmp_path):
         ("dataset=mons", "error: dataset=mons is invalid: known options: blobs"),
     ],
 )
-def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, capfd, override, message):
-    uri, _ = store
+def test_bad_value_exits_with_one_line_and_no_run(new_store, tmp_path, capfd, override, message):
+    uri, _ = new_store
     done = call_main(capfd, train.main, f"tracking.uri={uri}", *QUICK, override, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
 
@@ -73,8 +73,8 @@ def test_bad_value_exits_with_one_line_and_no_run(store, tmp_path, capfd, overri
         ("--cfg=job", "error: give only one of --run, --multirun, --cfg"),
     ],
 )
-def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, capfd, sweep, message):
-    uri, _ = store
+def test_bad_value_in_a_sweep_is_refused_before_any_job(new_store, tmp_path, capfd, sweep, message):
+    uri, _ = new_store
     argv = ["-m", f"tracking.uri={uri}", *QUICK, sweep]
     done = call_main(capfd, train.main, *argv, cwd=tmp_path)
     assert_refused_in_one_line(done, message, tmp_path)
@@ -84,8 +84,8 @@ def test_bad_value_in_a_sweep_is_refused_before_any_job(store, tmp_path, capfd, 
     importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
     reason="the ray extra is installed (.venv-ray)",
 )
-def test_a_launcher_whose_extra_is_missing_names_the_extra(store, tmp_path, capfd):
-    uri, _ = store
+def test_a_launcher_whose_extra_is_missing_names_the_extra(new_store, tmp_path, capfd):
+    uri, _ = new_store
     ray = ["hydra/launcher=ray_cluster", "model.depth=1,2"]
     done = call_main(capfd, train.main, "-m", f"tracking.uri={uri}", *QUICK, *ray, cwd=tmp_path)
     message = "error: hydra/launcher=ray is not installed: pip install -e '.[ray]'"
@@ -115,8 +115,8 @@ def sweep(uri, tmp_path, *overrides):
     return done
 
 
-def test_two_by_two_sweep_on_a_fresh_store(store, tmp_path):
-    uri, client = store
+def test_two_by_two_sweep_on_a_fresh_store(new_store, tmp_path):
+    uri, client = new_store
     done = sweep(uri, tmp_path, "model.depth=1,2", "model.width=4,8", "train.learning_rate=0.5")
     (parent,), children = parents_and_children(client())
     assert len(children) == 4

@@ -377,6 +377,15 @@ def test_a_dry_run_lists_each_job_as_soon_as_it_is_checked(capsys, tmp_path, mon
     assert lines == [["1", "d1-w4-lr0.1"], ["2", "d1-w8-lr0.1"]]
 
 
+@pytest.mark.parametrize("n_jobs, cores, workers", [(-1, "1", 1), (-2, "1", 1), (2, "1", 2)])
+def test_the_launchers_workers_are_the_cores_joblib_may_use(
+    compose_config, monkeypatch, n_jobs, cores, workers
+):
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", cores)  # as a cgroup quota or CPU affinity would
+    cfg = compose_config(f"hydra.launcher.n_jobs={n_jobs}", hydra=True)
+    assert grid.launcher_workers(cfg.hydra.launcher) == workers
+
+
 def test_a_dry_run_says_how_long_at_the_latest_sweeps_time_per_job(compose_config, store):
     uri, _ = store
     client = tracking.connect(uri)

@@ -224,7 +224,7 @@ def run_sweep(uri, tmp_path, *overrides):
         "model.width=8",
         "train.learning_rate=0.5",
         ON,
-        "hydra.launcher.n_jobs=2",
+        "hydra.launcher.n_jobs=1",
         *overrides,
         cwd=tmp_path,
     )

@@ -118,8 +118,8 @@ def test_early_stopping_job_records_where_it_stopped_and_reproduces(compose_conf
         assert a == b
 
 
-def test_bad_value_leaves_nothing_in_the_store(compose_config, store, tmp_path):
-    uri, _ = store
+def test_bad_value_leaves_nothing_in_the_store(compose_config, new_store, tmp_path):
+    uri, _ = new_store
     with pytest.raises(ConfigError, match=r"model\.width=0"):
         run_job(compose_config(f"tracking.uri={uri}", "model.width=0"))
     assert not (tmp_path / "store").exists()

@@ -142,9 +142,9 @@ def test_a_sweep_runs_on_a_ray_cluster_against_a_tracking_server(ray_head, serve
     ],
 )
 def test_a_ray_cluster_without_an_address_or_that_does_not_answer_is_one_line(
-    given, fragment, store, tmp_path, monkeypatch
+    given, fragment, new_store, tmp_path, monkeypatch
 ):
-    uri, _ = store
+    uri, _ = new_store
     port = free_port()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # run_cli passes this environment on
     env = {k: v.format(port=port) for k, v in given.items()}

@@ -255,6 +255,7 @@ def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path, capfd):
     main(argv), in this process."""
     uri, client = store
     grid = ["pipeline.train", "-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2"]
+    grid += ["hydra.launcher.n_jobs=1"]
     assert run_cli(*grid, "model.width=4", cwd=tmp_path).returncode == 0
     assert search(uri, cwd=tmp_path).returncode == 0
     resume = ["-m", "--resume", "latest", f"tracking.uri={uri}"]

@@ -14,7 +14,13 @@ from mlflow.entities import Metric, Param, Run, RunData, RunInfo
 from pipeline.store import sweep_plots, tables, tracking
 from pipeline.sweeps import importance
 from tests import browser
-from tests.helpers import outside_the_canvas, parents_and_children, run_cli, ui_process
+from tests.helpers import (
+    made_once,
+    outside_the_canvas,
+    parents_and_children,
+    run_cli,
+    ui_process,
+)
 
 pytestmark = pytest.mark.slow
 # the learning rate is the only strong knob: 0.001 barely moves in 300 iterations
@@ -29,24 +35,29 @@ SWEEP = [
     "model.width=8,16",
     "train.learning_rate=0.001,1.0",
     "tracking.dynamics=true",
-    "hydra.launcher.n_jobs=2",
+    "hydra.launcher.n_jobs=1",  # one process: what is tested is what the sweep records
 ]
 NARROW = 570  # px: the MLflow UI's artifact view beside its panels, in a 1,500-px window
 MAX_PAGE_BYTES = 2_000_000
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def twice(tmp_path_factory):
-    """The same sweep run twice in one fresh store: (its folder, the store's URI, the two
-    parent runs, oldest first)."""
-    folder = tmp_path_factory.mktemp("sweeps")
-    uri = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
-    for _ in range(2):
-        done = run_cli(*SWEEP, f"tracking.uri={uri}", cwd=folder)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "Traceback" not in done.stderr, done.stderr
-    parents, _ = parents_and_children(MlflowClient(uri))
-    return folder, uri, sorted(parents, key=lambda r: r.info.start_time)
+    """The same sweep run twice in one fresh store, once for all the session's workers: (its
+    folder, the store's URI, the two parent runs, oldest first)."""
+
+    def sweep_twice(folder: Path) -> None:
+        for _ in range(2):
+            done = run_cli(*SWEEP, f"tracking.uri={uri(folder)}", cwd=folder)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert "Traceback" not in done.stderr, done.stderr
+
+    def uri(folder: Path) -> str:
+        return f"sqlite:///{folder / 'store' / 'mlflow.db'}"
+
+    folder = made_once(tmp_path_factory, "sweep-page-twice", sweep_twice)
+    parents, _ = parents_and_children(MlflowClient(uri(folder)))
+    return folder, uri(folder), sorted(parents, key=lambda r: r.info.start_time)
 
 
 def artifact(client: MlflowClient, run_id: str, path: str) -> bytes:
@@ -105,6 +116,7 @@ def test_a_failed_sweep_has_nothing_to_rank_and_still_a_page(tmp_path):
         "model.depth=3",
         "model.width=64",
         "train.learning_rate=50,80",
+        "hydra.launcher.n_jobs=1",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -275,8 +275,8 @@ def test_a_worker_killed_between_jobs_fails_no_job_and_the_sweep_carries_on(stor
     assert parent.info.status == "FINISHED"
 
 
-def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
-    uri, client = store
+def test_two_sweeps_at_once_on_a_new_store_both_succeed(new_store, tmp_path):
+    uri, client = new_store
     # 4 jobs each: the race is the new store's creation, then their writes side by side
     quick = [
         "model.width=8",
@@ -295,8 +295,8 @@ def test_two_sweeps_at_once_on_a_new_store_both_succeed(store, tmp_path):
         assert "Warning" not in errors and "Traceback" not in errors, errors
 
 
-def test_dry_run_lists_the_jobs_and_writes_nothing(store, tmp_path):
-    uri, _ = store
+def test_dry_run_lists_the_jobs_and_writes_nothing(new_store, tmp_path):
+    uri, _ = new_store
     done = run_cli("pipeline.train", "-m", "--dry-run", f"tracking.uri={uri}", *GRID, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
@@ -305,11 +305,11 @@ def test_dry_run_lists_the_jobs_and_writes_nothing(store, tmp_path):
     assert not (tmp_path / "store").exists() and not (tmp_path / "multirun").exists()
 
 
-def test_a_stop_while_the_jobs_are_checked_creates_nothing(store, tmp_path):
+def test_a_stop_while_the_jobs_are_checked_creates_nothing(new_store, tmp_path):
     """Before the parent exists, SIGTERM is exit 143 (SIGINT 130, tests/test_search_corners.py),
     no traceback, nothing created."""
     signum = signal.SIGTERM
-    uri, _ = store
+    uri, _ = new_store
     big = ["model.width=range(1,4001)", "sweep.max_jobs=100000"]  # 16,000 jobs: seconds to check
     sweep = start(uri, tmp_path, *big)
     # its stop handlers installed and its workers warming: checking the jobs

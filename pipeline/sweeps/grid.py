@@ -9,7 +9,6 @@ import functools
 import itertools
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +173,10 @@ def launcher_workers(launcher: DictConfig) -> int | None:
     every core, -2 all but one); None for another launcher."""
     if "JoblibLauncher" not in str(launcher.get("_target_", "")):
         return None
+    from joblib import cpu_count  # the cores joblib may use: its CPU affinity, cgroup quota
+
     n_jobs = launcher.get("n_jobs") or 1
-    return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs
+    return max(1, cpu_count() + 1 + n_jobs) if n_jobs < 0 else n_jobs
 
 
 def duration(seconds: float) -> str:
