@@ -25,7 +25,8 @@ def versions(client):
 
 def test_register_best_then_predict_as_pipeline_nn_does(store, tmp_path, monkeypatch):
     uri, client = store
-    swept = run_cli("pipeline.train", "-m", *TWO_JOBS, f"tracking.uri={uri}", cwd=tmp_path)
+    one = "hydra.launcher.n_jobs=1"  # what is tested is the registered model, not the sweep
+    swept = run_cli("pipeline.train", "-m", *TWO_JOBS, one, f"tracking.uri={uri}", cwd=tmp_path)
     assert swept.returncode == 0, swept.stderr[-2000:]
     (parent,), _ = parents_and_children(client())
     best = parent.data.tags["best_run_id"]
