@@ -147,7 +147,8 @@ def test_a_cursor_our_stop_interrupted_is_not_logged_with_a_traceback(tmp_path, 
 
 def test_the_death_watch_names_the_first_child_to_die_though_it_reads_them_all_at_once():
     """As when loky kills the other workers before the watcher's thread runs: the deaths are
-    read once, after all of them, and still come in the order the children died."""
+    read once, after all of them (by ``first_dead``), and still come in the order the
+    children died."""
     children = [subprocess.Popen(["sleep", "60"]) for _ in range(4)]
     watch = workers.DeathWatch()
     watch.watch_new_children()
@@ -155,8 +156,8 @@ def test_the_death_watch_names_the_first_child_to_die_though_it_reads_them_all_a
     for child in dying:
         child.kill()
         os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
-    watch.record_deaths(timeout=0)
-    assert watch.deaths == [child.pid for child in dying]
     assert watch.first_dead() == children[2].pid
+    assert watch.deaths == [child.pid for child in dying]
+    watch.close()
     for child in children:
         child.wait()  # reaped

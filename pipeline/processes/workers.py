@@ -130,6 +130,9 @@ class DeathWatch:
         self._epoll = select.epoll() if hasattr(os, "pidfd_open") else None  # Linux only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="worker-deaths", daemon=True)
+        if self._epoll:
+            self._wake, self._waker = os.pipe()  # wakes the watcher to stop it
+            self._epoll.register(self._wake, select.EPOLLIN)
 
     def __enter__(self) -> "DeathWatch":
         if self._epoll:  # elsewhere no job is told apart
@@ -137,10 +140,23 @@ class DeathWatch:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
+        self.close()
+
+    def close(self) -> None:
+        """Stops the watcher and closes its descriptors."""
+        if self._epoll:
+            self._stop_watching()
+            for fd in [*self._pids, self._wake, self._waker]:
+                os.close(fd)
+            self._epoll.close()
 
     def first_dead(self) -> int | None:
-        """The pid of the child that died first, if any did."""
+        """The pid of the child that died first, if any did: the watcher is stopped and
+        every death it has not read yet is read here, so none that happened is missed."""
+        if not self._epoll:
+            return None
+        self._stop_watching()
+        self.record_deaths(timeout=0)
         return self.deaths[0] if self.deaths else None
 
     def watch_new_children(self) -> None:
@@ -158,17 +174,22 @@ class DeathWatch:
         """Appends to ``deaths`` the watched children that have died, in the order they died,
         waiting up to ``timeout`` seconds for one."""
         for fd, _ in self._epoll.poll(timeout):
+            if fd == self._wake:
+                continue
             self.deaths.append(self._pids.pop(fd))
             self._epoll.unregister(fd)
             os.close(fd)
+
+    def _stop_watching(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            os.write(self._waker, b"x")
+            self._thread.join()
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             self.watch_new_children()
             self.record_deaths(self._poll_seconds)
-        for fd in self._pids:
-            os.close(fd)
-        self._epoll.close()
 
 
 def death_reason(error: BaseException) -> str:
