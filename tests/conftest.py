@@ -207,8 +207,8 @@ def read_only():
             pytest.skip(f"cannot make {folder} read-only here")
 
     yield freeze
-    for command in reversed(undo):
-        subprocess.run(command, capture_output=True)
+    for command in reversed(undo):  # a mount left read-only (busy) fails the test
+        subprocess.run(command, capture_output=True, check=True)
 
 
 def writes_fail(folder: Path) -> bool:

@@ -7,6 +7,7 @@ import yaml
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from pipeline import reproduce as reproduce_command
 from pipeline import train as train_command
 from pipeline.job import data
 from pipeline.job.config import ADDED_LATER, ConfigError, DatasetConfig, validate
@@ -24,7 +25,7 @@ from pipeline.nn.decay import LR_DECAYS
 from pipeline.search import compose_search
 from pipeline.store import tables
 from pipeline.sweeps.dimensions import distributions
-from tests.helpers import all_runs, call_main, run_cli
+from tests.helpers import all_runs, call_main
 
 NEW_KEYS = [
     "optimizer",
@@ -229,13 +230,16 @@ def test_a_mini_batch_adam_job_learns_moons(compose_config, store):
     assert run.data.metrics["val_accuracy"] >= 0.95
 
 
-def reproduce(uri, *args, cwd):
-    return run_cli("pipeline.reproduce", *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri})
+def reproduce(capfd, uri, *args, cwd):
+    """``make reproduce`` of ``args`` on the store ``uri``, as main(argv) in this process."""
+    return call_main(
+        capfd, reproduce_command.main, *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri}
+    )
 
 
 @pytest.mark.slow
 def test_a_config_recorded_today_without_the_new_keys_reproduces_bit_for_bit(
-    compose_config, store, tmp_path
+    compose_config, store, tmp_path, capfd
 ):
     uri, client = store
     recorded = run_job(compose_config(f"tracking.uri={uri}", "train=quick", "model.width=8"))
@@ -245,7 +249,7 @@ def test_a_config_recorded_today_without_the_new_keys_reproduces_bit_for_bit(
         del config["train"][key]  # as a config recorded before they existed
     older = tmp_path / "older.yaml"
     older.write_text(yaml.safe_dump(config))
-    done = reproduce(uri, str(older), "--against", recorded.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, str(older), "--against", recorded.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical: all 206 values" in done.stdout  # 2 curves x 101, test_cost, accuracies
     new = next(r for r in all_runs(client()) if r.info.run_id != recorded.run_id)
@@ -254,7 +258,7 @@ def test_a_config_recorded_today_without_the_new_keys_reproduces_bit_for_bit(
 
 
 @pytest.mark.slow
-def test_a_mini_batch_run_reproduces_bit_for_bit(compose_config, store, tmp_path):
+def test_a_mini_batch_run_reproduces_bit_for_bit(compose_config, store, tmp_path, capfd):
     uri, _ = store
     cfg = compose_config(
         f"tracking.uri={uri}",
@@ -266,7 +270,7 @@ def test_a_mini_batch_run_reproduces_bit_for_bit(compose_config, store, tmp_path
         "train.lr_decay=inverse_time",
         "train.decay_rate=0.01",
     )
-    done = reproduce(uri, run_job(cfg).run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, run_job(cfg).run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical: all 206 values" in done.stdout
 

@@ -57,7 +57,7 @@ def best(runs, part):
     )
 
 
-def test_the_sweep_and_the_report_rank_by_validation_not_test(swept):
+def test_the_sweep_and_the_report_rank_by_validation_not_test(swept, capfd):
     folder, uri, stdout = swept
     client = MlflowClient(uri)
     (parent,), children = parents_and_children(client)
@@ -76,20 +76,21 @@ def test_the_sweep_and_the_report_rank_by_validation_not_test(swept):
     assert metrics["best_run_test_accuracy"] == by_val.data.metrics["test_accuracy"]
     assert "best_test_accuracy" not in metrics  # never chosen by test
     # the report
-    done = report(uri, cwd=folder)
+    done = report(capfd, uri, cwd=folder)
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(folder / "reports" / parent.info.run_name / "runs.csv")
     assert table.run.iloc[0] == winner
     assert done.stdout.splitlines()[2].split()[0] == winner  # the first printed row
 
 
-def report(uri, *args, cwd):
-    return run_cli("pipeline.report", *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri})
+def report(capfd, uri, *args, cwd):
+    """``make report`` of ``args`` on the store ``uri``, as main(argv) in this process."""
+    return call_main(capfd, report_command.main, *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri})
 
 
-def test_report_of_the_latest_sweep(swept):
+def test_report_of_the_latest_sweep(swept, capfd):
     folder, uri, _ = swept
-    done = report(uri, cwd=folder)
+    done = report(capfd, uri, cwd=folder)
     assert done.returncode == 0, done.stderr
     client = MlflowClient(uri)
     (parent,), children = parents_and_children(client)
@@ -121,13 +122,13 @@ def test_report_of_the_latest_sweep(swept):
     assert counts in done.stdout
 
 
-def test_report_of_a_single_run_and_of_an_experiment(compose_config, store, tmp_path):
+def test_report_of_a_single_run_and_of_an_experiment(compose_config, store, tmp_path, capfd):
     uri, _ = store
     outcome = run_job(compose_config(f"tracking.uri={uri}", "train=quick"))
-    single = report(uri, "--run", outcome.run_id, "--out", str(tmp_path / "r"), cwd=tmp_path)
+    single = report(capfd, uri, "--run", outcome.run_id, "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     assert len(pd.read_csv(tmp_path / "r" / "d2-w16-lr0.1" / "runs.csv")) == 1
-    whole = report(uri, "--experiment", "moons", "--out", str(tmp_path / "e"), cwd=tmp_path)
+    whole = report(capfd, uri, "--experiment", "moons", "--out", str(tmp_path / "e"), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
     assert_report_files(p.name for p in (tmp_path / "e" / "moons").iterdir())
 
@@ -155,7 +156,9 @@ def test_a_read_only_store_is_reported_and_left_as_it_was(swept, read_only, tmp_
     names = sorted(p.name for p in store.iterdir())
     read_only(store)
     before = hashlib.sha256((store / "mlflow.db").read_bytes()).hexdigest()
-    done = report(f"sqlite:///{store / 'mlflow.db'}", cwd=tmp_path)
+    # a process of its own: this one would keep the store open, and its mount busy
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    done = run_cli("pipeline.report", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert not done.stderr.strip(), done.stderr  # not an error: one plain line says it
     (parent,), _ = parents_and_children(MlflowClient(uri))

@@ -38,13 +38,16 @@ def recorded(compose_config, store):
     return uri, client, outcome.run_id
 
 
-def reproduce(uri, *args, cwd=None):
-    return run_cli("pipeline.reproduce", *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri})
+def reproduce(capfd, uri, *args, cwd=None):
+    """``make reproduce`` of ``args`` on the store ``uri``, as main(argv) in this process."""
+    return call_main(
+        capfd, reproduce_command.main, *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri}
+    )
 
 
-def test_run_reproduces_identically_from_its_run_id(recorded, tmp_path):
+def test_run_reproduces_identically_from_its_run_id(recorded, tmp_path, capfd):
     uri, client, run_id = recorded
-    done = reproduce(uri, run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # 2 curves x 101 points, test_cost once, 3 accuracies
     assert "identical: all 206 values" in done.stdout
@@ -60,32 +63,32 @@ def test_run_reproduces_identically_from_its_run_id(recorded, tmp_path):
         assert original == again and len(original) == 101
 
 
-def test_run_reproduces_from_its_config_file_not_from_conf(recorded, tmp_path):
+def test_run_reproduces_from_its_config_file_not_from_conf(recorded, tmp_path, capfd):
     uri, client, run_id = recorded
     config = tmp_path / "mailed" / "config.yaml"
     config.parent.mkdir()
     client().download_artifacts(run_id, "config.yaml", str(config.parent))
-    done = reproduce(uri, str(config), "--against", run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, str(config), "--against", run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical" in done.stdout
     new = next(r for r in all_runs(client()) if r.info.run_id != run_id)
     assert new.data.tags["reproduced_from_config"] == "config.yaml"
 
 
-def test_different_config_is_reported_with_its_largest_deviation(recorded, tmp_path):
+def test_different_config_is_reported_with_its_largest_deviation(recorded, tmp_path, capfd):
     uri, client, run_id = recorded
     config = tmp_path / "config.yaml"
     client().download_artifacts(run_id, "config.yaml", str(tmp_path))
     config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
-    done = reproduce(uri, str(config), "--against", run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, str(config), "--against", run_id, cwd=tmp_path)
     assert done.returncode == 1
     assert "differs: largest deviation" in done.stdout and "values differ" in done.stdout
-    loose = reproduce(uri, str(config), "--against", run_id, "--rtol", "10", cwd=tmp_path)
+    loose = reproduce(capfd, uri, str(config), "--against", run_id, "--rtol", "10", cwd=tmp_path)
     assert loose.returncode == 0 and "match within rtol=10" in loose.stdout
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git and the project's history")
-def test_a_run_recorded_before_validation_existed_reproduces_identically(store, tmp_path):
+def test_a_run_recorded_before_validation_existed_reproduces_identically(store, tmp_path, capfd):
     """A real old run: the code of the commit before the validation split, run from git."""
     uri, client = store
     old_code = tmp_path / "before"
@@ -109,7 +112,7 @@ def test_a_run_recorded_before_validation_existed_reproduces_identically(store, 
     assert "val_size" not in recorded["dataset"] and "patience" not in recorded["train"]
     assert len(client().get_metric_history(run.info.run_id, "test_cost")) == 101  # a curve
 
-    done = reproduce(uri, run.info.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, run.info.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical: all 204 values" in done.stdout  # train and test curves, 2 accuracies
     new = next(r for r in all_runs(client()) if r.info.run_id != run.info.run_id)
@@ -119,18 +122,18 @@ def test_a_run_recorded_before_validation_existed_reproduces_identically(store, 
     assert new.data.params["n_val"] == "0" and "val_cost" not in new.data.metrics
 
 
-def test_an_early_stopped_run_reproduces_identically(compose_config, store, tmp_path):
+def test_an_early_stopped_run_reproduces_identically(compose_config, store, tmp_path, capfd):
     uri, _ = store
     cfg = compose_config(f"tracking.uri={uri}", *EARLY_STOPPING)
     outcome = run_job(cfg)
     assert outcome.result.stopped_at < cfg.train.iterations
-    done = reproduce(uri, outcome.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, outcome.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     n = 2 * len(outcome.result.steps) + 1 + 3 + 2  # curves, test_cost, accuracies, where
     assert f"identical: all {n} values" in done.stdout
 
 
-def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
+def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path, capfd):
     uri, client = store
     sweep = run_cli(
         "pipeline.train",
@@ -146,7 +149,7 @@ def test_job_of_a_parallel_sweep_reproduces_identically(store, tmp_path):
     )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     child = parents_and_children(client())[1][0]
-    done = reproduce(uri, child.info.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, child.info.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "identical" in done.stdout
 
@@ -211,7 +214,7 @@ def test_a_run_that_crashed_has_its_config_to_reproduce(store, tmp_path):
     assert experiment == run.info.experiment_id
 
 
-def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_path):
+def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_path, capfd):
     """A run killed mid-training was "differs: not the same points were recorded" (exit 1):
     its reproduction trained to the end and recorded final metrics the original never had."""
     uri, client = store
@@ -229,7 +232,7 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     assert killed.info.status == "KILLED" and 400 <= at < 30000
     assert "train_accuracy" not in killed.data.metrics
 
-    done = reproduce(uri, killed.info.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, killed.info.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     n = 2 * len(steps)  # train and val curves, no final metric
     assert f"identical up to iteration {at} (the original was KILLED there): all {n} values" in (
@@ -244,7 +247,9 @@ def test_a_run_killed_by_sigterm_reproduces_up_to_where_it_stopped(store, tmp_pa
     assert max(m.step for m in again) == at == new.data.metrics["stopped_at"]  # not further
 
 
-def test_a_pruned_trial_reproduces_up_to_where_it_was_pruned(compose_config, store, tmp_path):
+def test_a_pruned_trial_reproduces_up_to_where_it_was_pruned(
+    compose_config, store, tmp_path, capfd
+):
     """A search's pruned trial ("differs: ... ('stopped_at', -1)"): here Optuna's own
     ThresholdPruner prunes it, through the search's listener, at iteration 50."""
     uri, client = store
@@ -256,7 +261,7 @@ def test_a_pruned_trial_reproduces_up_to_where_it_was_pruned(compose_config, sto
     run = client().get_run(pruned.run_id)
     assert run.info.status == "KILLED" and run.data.tags["pruned_at"] == "50"
 
-    done = reproduce(uri, pruned.run_id, cwd=tmp_path)
+    done = reproduce(capfd, uri, pruned.run_id, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     n = 2 * 26 + 1 + 3 + 1  # curves to 50, test_cost, accuracies, stopped_at
     assert f"identical up to iteration 50 (the original was PRUNED there): all {n} values" in (

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import search, train
+from pipeline import report, search, train
 from pipeline.sweeps import studies
 from tests.helpers import (
     assert_one_error_line,
@@ -91,7 +91,7 @@ def test_every_trial_diverging_ends_the_search_cleanly(store, tmp_path):
     assert all("mlflow.store.db" in line for line in done.stderr.splitlines()), done.stderr
 
 
-def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path):
+def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path, capfd):
     uri, _ = store
     done, parents, children, study = search_run(
         uri, tmp_path, *SLOW_TO_LEARN, "search.n_trials=6", "search.startup_trials=2"
@@ -111,10 +111,8 @@ def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path):
         assert max(trial.intermediate_values) == int(run.data.tags["pruned_at"])
     assert parents[0].data.metrics["jobs_pruned"] == len(pruned)
     assert f"{len(pruned)} pruned" in done.stdout
-    assert (
-        f"{len(pruned)} pruned"
-        in run_cli("pipeline.report", "--tracking-uri", uri, cwd=tmp_path).stdout
-    )
+    reported = call_main(capfd, report.main, "--tracking-uri", uri, cwd=tmp_path)
+    assert f"{len(pruned)} pruned" in reported.stdout
 
 
 def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path, capfd):

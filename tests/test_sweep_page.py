@@ -11,10 +11,12 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo
 
+from pipeline import report as report_command
 from pipeline.store import sweep_plots, tables, tracking
 from pipeline.sweeps import importance
 from tests import browser
 from tests.helpers import (
+    call_main,
     made_once,
     outside_the_canvas,
     parents_and_children,
@@ -220,9 +222,10 @@ def test_the_parent_runs_page_opens_as_the_mlflow_ui_serves_it(twice, chromium, 
         assert_renders(opened, "blob:")
 
 
-def test_make_report_writes_and_logs_the_page(twice):
+def test_make_report_writes_and_logs_the_page(twice, capfd):
     folder, uri, parents = twice
-    done = run_cli("pipeline.report", "--tracking-uri", uri, "--out", str(folder / "reports"))
+    out = str(folder / "reports")
+    done = call_main(capfd, report_command.main, "--tracking-uri", uri, "--out", out)
     assert done.returncode == 0, done.stderr
     written = folder / "reports" / parents[-1].info.run_name
     for name in ("report.html", importance.FILE, "importance.png", "marginals.png", "pairs.png"):
