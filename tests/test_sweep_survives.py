@@ -223,16 +223,22 @@ def test_sigterm_ends_the_sweep_killed_and_leaves_no_process(store, tmp_path, th
 
 def test_a_dead_worker_fails_its_own_job_only(store, tmp_path):
     uri, client = store
-    launcher = start(uri, tmp_path, "model.width=8,16")  # 8 jobs: some left after the death
-    wait_until(
-        lambda: (
-            started(tmp_path)
-            and statuses(client())["FINISHED"] >= 2
-            and statuses(client())["RUNNING"] >= 1
-        )
-    )
-    running = [c for c in parents_and_children(client())[1] if c.info.status == "RUNNING"]
-    victim = running[0]
+    # 8 jobs, some left after the death; the width-64 ones train for seconds, long enough
+    # to be killed mid-job (a width-8 job may end between the look and the kill)
+    launcher = start(uri, tmp_path, "model.width=8,64")
+    long_running = []
+
+    def a_long_job_runs_after_two_finished() -> bool:
+        runs = parents_and_children(client())[1]
+        long_running[:] = [
+            r
+            for r in runs
+            if r.info.status == "RUNNING" and r.data.params.get("model.width") == "64"
+        ]
+        return sum(r.info.status == "FINISHED" for r in runs) >= 2 and bool(long_running)
+
+    wait_until(lambda: started(tmp_path) and a_long_job_runs_after_two_finished())
+    victim = long_running[0]
     os.kill(int(victim.data.tags["worker_pid"]), signal.SIGKILL)  # as the OOM killer does
     assert launcher.wait(timeout=300) == 0, (tmp_path / "err-out.txt").read_text()[-2000:]
     (parent,), children = parents_and_children(client())
