@@ -7,7 +7,6 @@ import yaml
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from pipeline import reproduce as reproduce_command
 from pipeline import train as train_command
 from pipeline.job import data
 from pipeline.job.config import ADDED_LATER, ConfigError, DatasetConfig, validate
@@ -26,6 +25,7 @@ from pipeline.search import compose_search
 from pipeline.store import tables
 from pipeline.sweeps.dimensions import distributions
 from tests.helpers import all_runs, call_main
+from tests.test_reproduce import reproduce
 
 NEW_KEYS = [
     "optimizer",
@@ -228,13 +228,6 @@ def test_a_mini_batch_adam_job_learns_moons(compose_config, store):
     assert [m.step for m in history] == list(range(0, 101, 10))
     assert history[-1].value < history[0].value / 4
     assert run.data.metrics["val_accuracy"] >= 0.95
-
-
-def reproduce(capfd, uri, *args, cwd):
-    """``make reproduce`` of ``args`` on the store ``uri``, as main(argv) in this process."""
-    return call_main(
-        capfd, reproduce_command.main, *args, cwd=cwd, env={"MLFLOW_TRACKING_URI": uri}
-    )
 
 
 @pytest.mark.slow
