@@ -232,7 +232,9 @@ def warm_workers(launcher: DictConfig) -> threading.Thread | None:
         with contextlib.suppress(Exception):
             Parallel(**arguments)(delayed(import_job_modules)() for _ in range(n_workers))
 
-    thread = threading.Thread(target=warm, name="warm-workers", daemon=True)
+    # not a daemon: a process that ends before its launch (a stop, an error) waits for the
+    # pool to be whole, else loky's resource tracker warns of the semaphores it was making
+    thread = threading.Thread(target=warm, name="warm-workers")
     thread.start()
     return thread
 

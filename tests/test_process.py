@@ -1,6 +1,7 @@
 """Process settings: only entry points make them, and each does what it says."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -116,6 +117,20 @@ def test_an_entry_point_says_a_users_mistake_in_one_line_and_keeps_any_other_err
         assert (main([name]), capsys.readouterr().err) == (code, line), name
     with pytest.raises(ZeroDivisionError):  # its traceback, not a line that hides a bug
         main(["bug"])
+
+
+def test_an_error_a_stop_caused_ends_as_the_stop_not_as_a_mistake(capsys, monkeypatch):
+    """A SIGTERM in the middle of a library's update (OmegaConf's, as a sweep's jobs are
+    checked) can make its cleanup fail, and that error replaces the KeyboardInterrupt: exit
+    143 all the same, no line."""
+
+    @entry.point(lambda error: f"explained: {error}")
+    def main(argv: list[str] | None = None) -> int:
+        raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    assert main([]) == 2 and capsys.readouterr().err.startswith("error: explained: ")
+    monkeypatch.setattr(workers.state, "stopped_by", signal.SIGTERM)
+    assert (main([]), capsys.readouterr().err) == (143, "")
 
 
 def test_a_cursor_our_stop_interrupted_is_not_logged_with_a_traceback(tmp_path, caplog):

@@ -161,16 +161,21 @@ def ended(launcher: subprocess.Popen, cluster) -> Iterator[None]:
         slurm_cluster.wait_until(lambda: not cluster.queue(), 120, "an empty queue", cluster)
 
 
-def cancel_once_training(cluster, tmp_path, iterations: str = "30000"):
-    """Once the run of ``iterations`` trains and has sent points, ``scancel`` its Slurm job;
-    then until its run has ended. The run, as it ended."""
+def running_job(tmp_path, iterations: str):
+    """The RUNNING run of the job of ``iterations``, once it trains."""
 
-    def long_run():  # its params are logged just after its run is created
+    def run():  # its params are logged just after its run is created
         runs = running_children(tmp_path)
         return next((r for r in runs if r.data.params.get("train.iterations") == iterations), None)
 
-    wait_for_store(long_run, "the long run to start")
-    run_id = long_run().info.run_id
+    wait_for_store(run, f"the job of {iterations} iterations to start")
+    return run()
+
+
+def cancel_once_training(cluster, tmp_path, iterations: str = "30000"):
+    """Once the run of ``iterations`` trains and has sent points, ``scancel`` its Slurm job;
+    then until its run has ended. The run, as it ended."""
+    run_id = running_job(tmp_path, iterations).info.run_id
     client = store_client(tmp_path)
     wait_for_store(lambda: client.get_metric_history(run_id, "train_cost"), "its first points")
     cluster.run("scancel", slurm_job_of(cluster, client.get_run(run_id)))
@@ -201,7 +206,10 @@ def test_a_cancelled_job_and_one_over_its_limit_end_killed_and_a_resume_runs_the
         assert client.get_metric_history(cancelled.info.run_id, "train_cost")  # points kept
 
         # the sweep goes on: the short job finishes, the long one meets its limit (~1 min):
-        # Slurm's SIGTERM ends its run KILLED, then the parent ends, its counts right
+        # Slurm's SIGTERM ends its run KILLED, then the parent ends, its counts right. That
+        # job only waits for its limit: at the lowest priority, it leaves the CPU to others.
+        hours = running_job(tmp_path, "10000000").data.tags["worker_pid"]
+        psutil.Process(int(hours)).nice(19)
         out, _ = assert_clean_end(launcher, tmp_path, timeout=300)
         assert "sweep done in" in out and ": 1 finished, 2 killed" in out, out
         # one line for each job Slurm ended

@@ -26,7 +26,8 @@ Explain = Callable[[BaseException], str | None]
 def point(*explainers: Explain) -> Callable[[Main], Main]:
     """Decorator: ``main(argv)`` returning its exit code, where a user's mistake (InputError,
     or an error one of ``explainers`` explains) is one line ``error: ...`` on stderr and exit
-    2, and a stop before ``main`` handles it (Ctrl-C, SIGTERM) is exit 130 or 143."""
+    2, and a stop before ``main`` handles it (Ctrl-C, SIGTERM) is exit 130 or 143, whatever
+    error it caused on its way out."""
 
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
@@ -36,6 +37,9 @@ def point(*explainers: Explain) -> Callable[[Main], Main]:
             except KeyboardInterrupt as stop:
                 return stopping.exit_code(stop)
             except Exception as error:
+                stop = stopping.received()
+                if stop is not None:  # the stop's aftermath: a library's cleanup failed under it
+                    return stopping.exit_code(stop)
                 line = one_line(error, explainers)
                 if line is None:
                     raise

@@ -65,12 +65,19 @@ def quiet_swallowed_stop(unraisable) -> None:
         sys.__unraisablehook__(unraisable)
 
 
+def received() -> KeyboardInterrupt | None:
+    """The stop this process has received (``stop_once``), if any, as the exception it raised."""
+    signum = workers.state.stopped_by
+    return interruption(signum) if signum else None
+
+
 def raise_if_stopped(point) -> None:
     """A training listener: a stop whose KeyboardInterrupt Python swallowed (raised inside a
     garbage collector's callback, where exceptions are ignored) ends the job at its next
     logged point."""
-    if workers.state.stopped_by:
-        raise interruption(workers.state.stopped_by)
+    stop = received()
+    if stop is not None:
+        raise stop
 
 
 def watch_launcher(launcher_pid: int, abandon: Callable[[str, str | None], None]) -> None:
