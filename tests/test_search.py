@@ -5,6 +5,7 @@ import collections
 import signal
 import subprocess
 import sys
+import warnings
 
 import optuna
 import psutil
@@ -37,11 +38,20 @@ def command(uri, *overrides):
     return ["pipeline.search", "search.n_trials=4", f"tracking.uri={uri}", *QUICK, *overrides]
 
 
-def search_run(uri, tmp_path, *overrides):
-    """A search in a subprocess that succeeds: (its output, parents, children, the study)."""
-    done = run_cli(*command(uri, *overrides), cwd=tmp_path)
+# What Python shows by default (the rest it ignores): what a search's process would print.
+SHOWN = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def search_run(capfd, uri, tmp_path, *overrides):
+    """A search that succeeds, its main(argv) in this process (its trials in its one worker,
+    or in its workers' processes), with no warning Python would show: (its output, parents,
+    children, the study)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = call_main(capfd, search.main, *command(uri, *overrides)[1:], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr and "Warning" not in done.stderr, done.stderr
+    shown = [str(w.message) for w in caught if not issubclass(w.category, SHOWN)]
+    assert "Traceback" not in done.stderr and not shown, (done.stderr, shown)
     parents, children = parents_and_children(MlflowClient(uri))
     return done, parents, children, study_of(uri, parents[0])
 
@@ -55,9 +65,9 @@ def states(study) -> list[str]:
     return sorted(t.state.name for t in study.trials)
 
 
-def test_four_trials_are_four_children_with_distinct_configs(store, tmp_path):
+def test_four_trials_are_four_children_with_distinct_configs(store, tmp_path, capfd):
     uri, _ = store
-    done, parents, children, study = search_run(uri, tmp_path, "search.workers=2")
+    done, parents, children, study = search_run(capfd, uri, tmp_path, "search.workers=2")
     (parent,) = parents
     assert parent.info.run_name.startswith("search-") and parent.info.status == "FINISHED"
     assert parent.data.tags["optuna_study"] == parent.info.run_name == study.study_name
@@ -79,11 +89,13 @@ def test_four_trials_are_four_children_with_distinct_configs(store, tmp_path):
     assert not any(key.startswith("search.") for key in children[0].data.params)
 
 
-def test_every_trial_diverging_ends_the_search_cleanly(store, tmp_path):
+def test_every_trial_diverging_ends_the_search_cleanly(store, tmp_path, capfd):
     """A diverged trial is a failure for the sampler (FAIL), not a poor value; and when all
     diverge, the search still ends: no traceback, the parent FINISHED, exit 0."""
     uri, _ = store
-    done, parents, children, study = search_run(uri, tmp_path, *DIVERGING, "search.n_trials=3")
+    done, parents, children, study = search_run(
+        capfd, uri, tmp_path, *DIVERGING, "search.n_trials=3"
+    )
     assert parents[0].info.status == "FINISHED"
     assert {c.info.status for c in children} == {"FAILED"} and states(study) == ["FAIL"] * 3
     assert "s: 0 finished, 3 failed\n" in done.stdout
@@ -94,7 +106,7 @@ def test_every_trial_diverging_ends_the_search_cleanly(store, tmp_path):
 def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path, capfd):
     uri, _ = store
     done, parents, children, study = search_run(
-        uri, tmp_path, *SLOW_TO_LEARN, "search.n_trials=6", "search.startup_trials=2"
+        capfd, uri, tmp_path, *SLOW_TO_LEARN, "search.n_trials=6", "search.startup_trials=2"
     )
     pruned = [c for c in children if "pruned_at" in c.data.tags]
     assert pruned, [c.data.params["train.learning_rate"] for c in children]
@@ -118,7 +130,7 @@ def test_a_bad_trial_is_pruned_and_recorded_so(store, tmp_path, capfd):
 def test_resume_adds_trials_to_the_same_study_and_parent(store, tmp_path, capfd):
     """The resume (its one worker's trials) is main(argv), in this process."""
     uri, _ = store
-    search_run(uri, tmp_path, "search.pruner=none")
+    search_run(capfd, uri, tmp_path, "search.pruner=none")
     more = ["search.n_trials=3", "search.pruner=none", f"tracking.uri={uri}"]
     resumed = call_main(capfd, search.main, "--resume", "latest", *more, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -151,7 +163,9 @@ def two_processes(uri, tmp_path) -> list:
     return parents_and_children(MlflowClient(uri))
 
 
-def test_two_processes_share_one_study_and_one_parent_and_propose_what_one_would(store, tmp_path):
+def test_two_processes_share_one_study_and_one_parent_and_propose_what_one_would(
+    store, tmp_path, capfd
+):
     """No trial twice, none lost, one parent. A trial's draws are seeded from the config's
     seed and its number: two processes on one study propose the trials one process would
     (the sampler's random first ones), not draws of their process ids, which gave this test a
@@ -169,6 +183,7 @@ def test_two_processes_share_one_study_and_one_parent_and_propose_what_one_would
     assert sorted(by_process.values()) == [3, 3]
 
     alone = search_run(
+        capfd,
         f"sqlite:///{tmp_path / 'alone' / 'mlflow.db'}",
         tmp_path,
         "search.n_trials=6",
@@ -252,10 +267,15 @@ def test_a_study_on_postgresql_as_on_several_machines(store, tmp_path, postgres)
     assert "***@" in parents[0].data.tags["optuna_storage"]  # a password is never recorded
 
 
-def test_the_seed_makes_a_one_worker_search_reproducible(tmp_path):
-    trials = []
-    for store in ("a", "b"):
-        uri = f"sqlite:///{tmp_path / store / 'mlflow.db'}"
-        study = search_run(uri, tmp_path, "search.n_trials=2", "seed=7")[3]
-        trials.append([(t.params, t.state.name, t.value) for t in study.trials])
-    assert trials[0] == trials[1]
+def test_the_seed_makes_a_one_worker_search_reproducible(tmp_path, capfd):
+    """The same seed, the same trials: one search in this process, one in a process of its
+    own (its own hash seed, its own imports)."""
+    seeded = ["search.n_trials=2", "seed=7"]
+    here = search_run(capfd, f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", tmp_path, *seeded)[3]
+    uri = f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    done = run_cli(*command(uri, *seeded), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    apart = study_of(uri, parents_and_children(MlflowClient(uri))[0][0])
+    assert [(t.params, t.state.name, t.value) for t in here.trials] == [
+        (t.params, t.state.name, t.value) for t in apart.trials
+    ]

@@ -22,7 +22,6 @@ from tests.helpers import (
     assert_one_error_line,
     call_main,
     parents_and_children,
-    run_cli,
     stops_caught,
     wait_until,
 )
@@ -35,12 +34,8 @@ def search_argv(uri, *overrides, resume=None) -> list[str]:
     return [*(["--resume", resume] if resume else []), f"tracking.uri={uri}", *TINY, *overrides]
 
 
-def search(uri, *overrides, cwd, resume=None):
-    return run_cli("pipeline.search", *search_argv(uri, *overrides, resume=resume), cwd=cwd)
-
-
-def refused_search(capfd, uri, *overrides, cwd, resume=None):
-    """A search refused before it starts: its main(argv), in this process."""
+def search(capfd, uri, *overrides, cwd, resume=None):
+    """A search (or its refusal), its main(argv) in this process (its one worker's trials too)."""
     return call_main(capfd, search_main, *search_argv(uri, *overrides, resume=resume), cwd=cwd)
 
 
@@ -68,7 +63,7 @@ def test_a_storage_under_a_file_is_one_line(store, tmp_path, capfd):
     uri, _ = store
     (tmp_path / "afile").write_text("")
     storage = f"sqlite:///{tmp_path / 'afile' / 'optuna.db'}"
-    done = refused_search(capfd, uri, f"search.storage={storage}", cwd=tmp_path)
+    done = search(capfd, uri, f"search.storage={storage}", cwd=tmp_path)
     one_error_line(done, "afile")
 
 
@@ -78,9 +73,9 @@ def test_resume_refuses_a_new_search_space(store, tmp_path, capfd):
     study), ``search.space`` too: the resumed study samples model.depth 7..8 under a parent
     recorded as range(0, 5). Overrides that change the study's config are to be refused."""
     uri, _ = store
-    assert search(uri, cwd=tmp_path).returncode == 0
+    assert search(capfd, uri, cwd=tmp_path).returncode == 0
     space = 'search.space={model.depth:"range(7,9)"}'
-    resumed = refused_search(capfd, uri, space, cwd=tmp_path, resume="latest")
+    resumed = search(capfd, uri, space, cwd=tmp_path, resume="latest")
     (name,) = study_names(uri)
     study = optuna.load_study(study_name=name, storage=studies.storage_url(None, uri))
     depths = [t.params["model.depth"] for t in study.trials]
@@ -94,7 +89,7 @@ def test_a_search_without_a_validation_part_is_refused(store, tmp_path, capfd, v
     the search chooses on test (and with val_size in the space, compares test accuracies with
     validation accuracies). Early stopping refuses val_size=0; a search must too."""
     uri, _ = store
-    done = refused_search(capfd, uri, val_size, cwd=tmp_path)
+    done = search(capfd, uri, val_size, cwd=tmp_path)
     one_error_line(done, "dataset.val_size")
     nothing_created(uri)
 
@@ -129,7 +124,7 @@ def test_a_stop_while_the_search_is_checked_is_clean(store, tmp_path, signum):
 
 
 @pytest.mark.slow
-def test_a_new_search_whose_name_is_taken_this_second_still_runs(store, tmp_path):
+def test_a_new_search_whose_name_is_taken_this_second_still_runs(store, tmp_path, capfd):
     """A new study (no search.study) is named after the second it starts in, so of two
     ``make search`` started together on one store (different datasets, say), the second
     of the same second fails: 'a study named search-... exists ... give another with
@@ -143,7 +138,7 @@ def test_a_new_search_whose_name_is_taken_this_second_still_runs(store, tmp_path
     for second in range(60):
         name = time.strftime("search-%Y%m%d-%H%M%S", time.localtime(now + second))
         optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    done = search(uri, "search.n_trials=1", cwd=tmp_path)
+    done = search(capfd, uri, "search.n_trials=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     (parent,) = parents_and_children(MlflowClient(uri))[0]
     assert parent.info.status == "FINISHED"
@@ -154,25 +149,25 @@ def test_joining_a_study_that_minimises_is_refused(store, tmp_path, capfd):
     """``search.study=z`` joins a study that minimises (made by hand, with a real parent): the
     sampler then seeks the worst accuracy, while the summary reports the max as best."""
     uri, _ = store
-    assert search(uri, "search.study=real", cwd=tmp_path).returncode == 0
+    assert search(capfd, uri, "search.study=real", cwd=tmp_path).returncode == 0
     storage = studies.storage_url(None, uri)
     real = optuna.load_study(study_name="real", storage=storage)
     z = optuna.create_study(study_name="z", storage=storage, direction="minimize")
     for key in (studies.PARENT_ATTR, studies.OVERRIDES_ATTR):
         z.set_user_attr(key, real.user_attrs[key])
-    done = refused_search(capfd, uri, "search.study=z", cwd=tmp_path)
+    done = search(capfd, uri, "search.study=z", cwd=tmp_path)
     one_error_line(done, "z")
     assert not optuna.load_study(study_name="z", storage=storage).trials
 
 
 @pytest.mark.slow
-def test_the_storage_password_is_never_recorded(store, tmp_path, postgres):
+def test_the_storage_password_is_never_recorded(store, tmp_path, postgres, capfd):
     """README: the storage's password is never printed or recorded. It is recorded in the
     parent's tag sweep_overrides and param sweep.overrides, each trial's tag hydra.overrides,
     and each trial's config.yaml artifact."""
     uri, client = store
     storage = postgres("secretive").replace("postgres:@", "postgres:hunter2@")  # trust auth
-    done = search(uri, f"search.storage='{storage}'", "search.n_trials=1", cwd=tmp_path)
+    done = search(capfd, uri, f"search.storage='{storage}'", "search.n_trials=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "hunter2" not in done.stdout + done.stderr
     for run in all_runs(client()):
@@ -189,7 +184,7 @@ def test_a_dataset_that_cannot_be_made_is_one_line_before_anything(store, tmp_pa
     first trial fails, and it ends 'the search stopped: ValueError', exit 1, parent FAILED."""
     uri, _ = store
     bad = ["dataset=classification", "dataset.n_features=2", "dataset.n_classes=5"]
-    done = refused_search(capfd, uri, *bad, "dataset.n_samples=200", cwd=tmp_path)
+    done = search(capfd, uri, *bad, "dataset.n_samples=200", cwd=tmp_path)
     one_error_line(done, "dataset.n_classes")
     nothing_created(uri)
 
@@ -200,27 +195,20 @@ def test_a_dimension_over_where_runs_are_tracked_is_refused(store, tmp_path, cap
     (exit 1), the parent FAILED, and a stray store is made."""
     uri, _ = store
     elsewhere = [f"sqlite:///{tmp_path / name}.db" for name in ("a", "b")]
-    done = refused_search(capfd, uri, f"tracking.uri=choice({','.join(elsewhere)})", cwd=tmp_path)
+    done = search(capfd, uri, f"tracking.uri=choice({','.join(elsewhere)})", cwd=tmp_path)
     one_error_line(done, "tracking.uri")
     assert not (tmp_path / "a.db").exists() and not (tmp_path / "b.db").exists()
     assert not parents_and_children(MlflowClient(uri))[0]
 
 
 @pytest.mark.slow
-def test_resume_takes_overrides_on_both_sides_of_the_option(store, tmp_path):
+def test_resume_takes_overrides_on_both_sides_of_the_option(store, tmp_path, capfd):
     """``python -m pipeline.search N=... --resume latest tracking.uri=...``: argparse refuses
     overrides after the option when some came before it, in two lines (usage and error)."""
     uri, _ = store
-    assert search(uri, cwd=tmp_path).returncode == 0
-    done = run_cli(
-        "pipeline.search",
-        "search.n_trials=1",
-        "--resume",
-        "latest",
-        f"tracking.uri={uri}",
-        "search.workers=1",
-        cwd=tmp_path,
-    )
+    assert search(capfd, uri, cwd=tmp_path).returncode == 0
+    argv = ["search.n_trials=1", "--resume", "latest", f"tracking.uri={uri}", "search.workers=1"]
+    done = call_main(capfd, search_main, *argv, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 trials in 1 workers" in done.stdout and "2 trials before" in done.stdout
 
@@ -251,19 +239,19 @@ def test_resume_given_an_override_is_one_line(store, tmp_path, capfd):
 def test_latest_means_the_latest_sweep_of_each_kind(store, tmp_path, capfd):
     """``make sweep RESUME=latest`` took the newest parent, a search, and was refused ("is a
     search"); ``latest`` is the newest grid sweep for a sweep, the newest search for a search.
-    The sweeps run in processes of their own; the resumes (one trial, in its one worker) are
-    main(argv), in this process."""
+    Each is main(argv), in this process (a search's trials in its one worker, a sweep's jobs
+    in its one joblib worker)."""
     uri, client = store
-    grid = ["pipeline.train", "-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2"]
-    grid += ["hydra.launcher.n_jobs=1"]
-    assert run_cli(*grid, "model.width=4", cwd=tmp_path).returncode == 0
-    assert search(uri, cwd=tmp_path).returncode == 0
+    grid = ["-m", f"tracking.uri={uri}", *TINY[:2], "model.depth=1,2", "hydra.launcher.n_jobs=1"]
+    assert call_main(capfd, train.main, *grid, "model.width=4", cwd=tmp_path).returncode == 0
+    assert search(capfd, uri, cwd=tmp_path).returncode == 0
     resume = ["-m", "--resume", "latest", f"tracking.uri={uri}"]
     resumed = call_main(capfd, train.main, *resume, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "2 jobs, 2 finished, 0 to run" in resumed.stdout
 
-    assert run_cli(*grid, "model.width=8", cwd=tmp_path).returncode == 0  # newest: a grid
+    newest = call_main(capfd, train.main, *grid, "model.width=8", cwd=tmp_path)  # a grid
+    assert newest.returncode == 0
     argv = search_argv(uri, "search.n_trials=1", resume="latest")
     done = call_main(capfd, search_main, *argv, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
