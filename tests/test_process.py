@@ -133,6 +133,25 @@ def test_an_error_a_stop_caused_ends_as_the_stop_not_as_a_mistake(capsys, monkey
     assert (main([]), capsys.readouterr().err) == (143, "")
 
 
+def test_a_stop_inside_code_run_by_exec_is_not_left_unhandled():
+    """CPython 3.11 marks a KeyboardInterrupt that escapes ``exec`` of a string (dataclasses
+    makes its methods so) as unhandled though it was handled, and the process may then end by
+    SIGINT, not 130 (a search stopped as it checks its corners: returncode -2, no line, about
+    once in 15 under load): the entry wrapper clears the mark."""
+    import ctypes
+
+    try:
+        mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except ValueError:
+        pytest.skip("not CPython 3.11's mark")
+
+    @entry.point()
+    def main(argv: list[str] | None = None) -> int:
+        exec("raise KeyboardInterrupt")  # as Ctrl-C lands while dataclasses makes a method
+
+    assert main([]) == 130 and mark.value == 0
+
+
 def test_a_cursor_our_stop_interrupted_is_not_logged_with_a_traceback(tmp_path, caplog):
     """A SIGTERM raised in the middle of SQLAlchemy's fetch (a search's stop) made it log
     "Error closing cursor" with two tracebacks; any other such error is still logged."""

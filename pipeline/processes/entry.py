@@ -45,6 +45,8 @@ def point(*explainers: Explain) -> Callable[[Main], Main]:
                     raise
                 say(line)
                 return USER_ERROR
+            finally:
+                stopping.forget_unhandled_interrupt()  # the exit code is ours, whatever it is
 
         return one_line_errors
 

@@ -65,6 +65,14 @@ def quiet_swallowed_stop(unraisable) -> None:
         sys.__unraisablehook__(unraisable)
 
 
+def forget_unhandled_interrupt() -> None:
+    """CPython (3.11) marks a KeyboardInterrupt that escapes code run by ``exec`` of a string
+    (dataclasses makes its methods so) as unhandled, though a caller handled it, and may then
+    end the process by SIGINT, with no line, not by its exit code (seen: a search stopped as
+    it checks its corners); an ``exec`` of a string that succeeds clears the mark."""
+    exec("pass")
+
+
 def received() -> KeyboardInterrupt | None:
     """The stop this process has received (``stop_once``), if any, as the exception it raised."""
     signum = workers.state.stopped_by
