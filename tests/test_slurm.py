@@ -208,8 +208,8 @@ def test_a_cancelled_job_and_one_over_its_limit_end_killed_and_a_resume_runs_the
         # the sweep goes on: the short job finishes, the long one meets its limit (~1 min):
         # Slurm's SIGTERM ends its run KILLED, then the parent ends, its counts right. That
         # job only waits for its limit: at the lowest priority, it leaves the CPU to others.
-        hours = running_job(tmp_path, "10000000").data.tags["worker_pid"]
-        psutil.Process(int(hours)).nice(19)
+        hours_pid = running_job(tmp_path, "10000000").data.tags["worker_pid"]
+        psutil.Process(int(hours_pid)).nice(19)
         out, _ = assert_clean_end(launcher, tmp_path, timeout=300)
         assert "sweep done in" in out and ": 1 finished, 2 killed" in out, out
         # one line for each job Slurm ended
